@@ -1,0 +1,1 @@
+//! Benchmarks live beside this crate: see `benches/*.rs`.

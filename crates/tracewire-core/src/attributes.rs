@@ -1,0 +1,37 @@
+//! The attribute keys tracewire emits.
+//!
+//! Standard keys are re-exported from `opentelemetry-semantic-conventions` so every crate spells
+//! them the same way; the few keys tracewire adds are defined here and documented in
+//! `docs/conventions.md`.
+
+pub use opentelemetry_semantic_conventions::attribute::{
+    CLIENT_ADDRESS, CODE_FUNCTION_NAME, ERROR_TYPE, EXCEPTION_MESSAGE, EXCEPTION_TYPE,
+    HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL, HTTP_REQUEST_RESEND_COUNT,
+    HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, MESSAGING_BATCH_MESSAGE_COUNT,
+    MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME, MESSAGING_DESTINATION_PARTITION_ID,
+    MESSAGING_KAFKA_MESSAGE_KEY, MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE,
+    MESSAGING_MESSAGE_ID, MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE,
+    MESSAGING_RABBITMQ_DESTINATION_ROUTING_KEY, MESSAGING_RABBITMQ_MESSAGE_DELIVERY_TAG,
+    MESSAGING_SYSTEM, NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_FULL, URL_PATH,
+    URL_QUERY, URL_SCHEME, USER_AGENT_ORIGINAL,
+};
+
+/// The module path of an instrumented function (`code.namespace`). The semantic conventions
+/// now fold it into `code.function.name`; tracewire writes both so dashboards built on either
+/// keep working.
+pub const CODE_NAMESPACE: &str = "code.namespace";
+
+/// The request id of an HTTP request (`x-request-id`), on server spans and log lines.
+pub const REQUEST_ID: &str = "http.request.id";
+
+/// How many times a message has been tried, on consumer and retry-producer spans (1 = first).
+pub const MESSAGING_ATTEMPT: &str = "messaging.message.attempt";
+
+/// Whether the broker redelivered this message (set on consumer spans when known).
+pub const MESSAGING_REDELIVERED: &str = "messaging.message.redelivered";
+
+/// How a consumer settled a message: `ack`, `nack`, `requeue`, `reject`, `commit`, …
+pub const MESSAGING_OUTCOME: &str = "messaging.message.outcome";
+
+/// Span events recording an error are named so, per the exception conventions.
+pub const EXCEPTION_EVENT: &str = "exception";

@@ -1,0 +1,187 @@
+//! What every broker integration shares: the messaging instruments, how a consumer span is
+//! parented, and the attempt header that numbers retries.
+//!
+//! The model (see `docs/conventions.md`):
+//! - one PRODUCER span per publish, child of the current context; its context is injected into
+//!   the message headers;
+//! - one CONSUMER span per processed message whose parent is the message's creation context
+//!   ([`ParentMode::Parent`], the default) or nothing ([`ParentMode::LinkOnly`], for trust
+//!   boundaries), and which always links to the creation context;
+//! - one span per batch, linking every message's creation context;
+//! - a retry republish happens inside the failed attempt's process span, so the retry's
+//!   producer span is that attempt's child, and the [`ATTEMPT_HEADER`] counts the tries.
+
+use std::borrow::Cow;
+
+use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_semantic_conventions::metric as semconv;
+
+use crate::propagation::remote_span_context;
+
+/// Header carrying the attempt number of a message (`1` for the first delivery, absent on
+/// messages that were never retried through tracewire).
+pub const ATTEMPT_HEADER: &str = "tracewire-attempt";
+
+/// Reads an attempt header value; garbage reads as `None`, never panics.
+///
+/// ```
+/// use tracewire_core::messaging::parse_attempt;
+/// assert_eq!(parse_attempt(b"3"), Some(3));
+/// assert_eq!(parse_attempt(b"three"), None);
+/// ```
+pub fn parse_attempt(value: &[u8]) -> Option<u32> {
+    std::str::from_utf8(value)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+/// How a consumer span relates to the context that created the message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ParentMode {
+    /// The creation context is the parent (and also linked). One trace from producer to
+    /// consumer: the default.
+    #[default]
+    Parent,
+    /// The consumer starts a new trace that links to the creation context. Use at trust
+    /// boundaries, where the producer must not decide your sampling or trace ids.
+    LinkOnly,
+}
+
+/// The messaging instruments, built once per producer or consumer wrapper.
+#[derive(Debug, Clone)]
+pub struct MessagingInstruments {
+    /// `messaging.client.sent.messages`.
+    pub sent: Counter<u64>,
+    /// `messaging.client.consumed.messages`.
+    pub consumed: Counter<u64>,
+    /// `messaging.process.duration` (seconds).
+    pub process_duration: Histogram<f64>,
+    /// `messaging.client.operation.duration` (seconds).
+    pub operation_duration: Histogram<f64>,
+}
+
+impl MessagingInstruments {
+    /// Builds the instruments from the global meter provider.
+    pub fn new() -> Self {
+        let meter = crate::metrics::meter();
+        Self {
+            sent: meter
+                .u64_counter(semconv::MESSAGING_CLIENT_SENT_MESSAGES)
+                .with_unit("{message}")
+                .with_description("Number of messages producer attempted to send to the broker")
+                .build(),
+            consumed: meter
+                .u64_counter(semconv::MESSAGING_CLIENT_CONSUMED_MESSAGES)
+                .with_unit("{message}")
+                .with_description("Number of messages that were delivered to the application")
+                .build(),
+            process_duration: crate::metrics::duration_histogram(
+                &meter,
+                semconv::MESSAGING_PROCESS_DURATION,
+                "Duration of processing operation",
+            ),
+            operation_duration: crate::metrics::duration_histogram(
+                &meter,
+                semconv::MESSAGING_CLIENT_OPERATION_DURATION,
+                "Duration of messaging operation initiated by a producer or consumer client",
+            ),
+        }
+    }
+}
+
+impl Default for MessagingInstruments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Starts a PRODUCER span as a child of `parent` (normally `Context::current()`) and returns
+/// the context holding it: inject that context into the message headers.
+pub fn start_producer_span<T>(
+    tracer: &T,
+    name: impl Into<Cow<'static, str>>,
+    attributes: Vec<KeyValue>,
+    parent: &Context,
+) -> Context
+where
+    T: Tracer,
+    T::Span: Send + Sync + 'static,
+{
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Producer)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
+    parent.with_span(span)
+}
+
+/// Starts the CONSUMER span that processes one message whose headers carried `creation`
+/// (the extracted context). The span always links to the creation context; under
+/// [`ParentMode::Parent`] it is also its child. Returns the context to run the handler in.
+pub fn start_consumer_span<T>(
+    tracer: &T,
+    name: impl Into<Cow<'static, str>>,
+    creation: &Context,
+    mode: ParentMode,
+    attributes: Vec<KeyValue>,
+) -> Context
+where
+    T: Tracer,
+    T::Span: Send + Sync + 'static,
+{
+    let links = remote_span_context(creation)
+        .map(|sc| vec![Link::with_context(sc)])
+        .unwrap_or_default();
+    let parent = match mode {
+        ParentMode::Parent => creation.clone(),
+        ParentMode::LinkOnly => Context::new(),
+    };
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Consumer)
+        .with_attributes(attributes)
+        .with_links(links)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
+}
+
+/// Starts one CONSUMER span for a batch: a child of `parent` (normally the current context)
+/// that links every message's creation context, each link carrying its own attributes
+/// (partition, offset, delivery tag, …). Messages without a valid context add no link.
+pub fn start_batch_span<T, I>(
+    tracer: &T,
+    name: impl Into<Cow<'static, str>>,
+    messages: I,
+    mut attributes: Vec<KeyValue>,
+    parent: &Context,
+) -> Context
+where
+    T: Tracer,
+    T::Span: Send + Sync + 'static,
+    I: IntoIterator<Item = (Context, Vec<KeyValue>)>,
+{
+    let mut count = 0i64;
+    let links: Vec<Link> = messages
+        .into_iter()
+        .filter_map(|(cx, attrs)| {
+            count += 1;
+            remote_span_context(&cx).map(|sc| Link::new(sc, attrs, 0))
+        })
+        .collect();
+    attributes.push(KeyValue::new(
+        crate::attributes::MESSAGING_BATCH_MESSAGE_COUNT,
+        count,
+    ));
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Consumer)
+        .with_attributes(attributes)
+        .with_links(links)
+        .start_with_context(tracer, parent);
+    parent.with_span(span)
+}

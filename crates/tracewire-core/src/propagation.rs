@@ -1,0 +1,238 @@
+//! Extraction and injection of trace context through the globally configured propagator.
+//!
+//! tracewire never formats `traceparent` itself: carriers (HTTP headers, AMQP field tables,
+//! Kafka headers) implement OpenTelemetry's [`Injector`]/[`Extractor`], and these functions run
+//! them through `opentelemetry::global`'s `TextMapPropagator` (W3C trace context and baggage by
+//! default, whatever the user configured otherwise).
+//!
+//! Bad input never fails the request or message that carried it. A value longer than
+//! [`MAX_VALUE_LEN`], a value that is not UTF-8, or a `traceparent` the propagator cannot parse
+//! is ignored: the receiver starts a fresh trace, and the rejection is counted in the
+//! `tracewire.propagation.rejected` counter (attributes `carrier` and `reason`) and in
+//! [`rejected_total`].
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, KeyValue, global};
+
+/// Longest header value handed to the propagator, in bytes. The W3C baggage specification caps
+/// a whole `baggage` header at 8192 bytes; nothing tracewire propagates is legitimately longer.
+pub const MAX_VALUE_LEN: usize = 8192;
+
+/// Longest `traceparent` accepted. Version `00` is exactly 55 characters; later versions may
+/// append fields, so some room is left, but not kilobytes.
+pub const MAX_TRACEPARENT_LEN: usize = 256;
+
+/// The W3C `traceparent` header name.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Why a propagation header was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The value was longer than the limit for its header.
+    TooLong,
+    /// The value was not valid UTF-8 (or not visible ASCII where the carrier requires it).
+    NotUtf8,
+    /// A `traceparent` was present but the propagator could not parse it.
+    Malformed,
+    /// On injection: the propagator produced a name or value the carrier cannot hold.
+    Unrepresentable,
+    /// The carrier held the value in a type that cannot carry text (AMQP numbers, tables, …).
+    UnsupportedType,
+}
+
+impl RejectReason {
+    /// The value of the `reason` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::TooLong => "too_long",
+            RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::Malformed => "malformed",
+            RejectReason::Unrepresentable => "unrepresentable",
+            RejectReason::UnsupportedType => "unsupported_type",
+        }
+    }
+}
+
+static REJECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one ignored propagation header. `carrier` names the transport (`"http"`, `"amqp"`,
+/// `"kafka"`). Carriers call this; it is public so user-written carriers can too.
+pub fn record_rejected(carrier: &'static str, reason: RejectReason) {
+    static COUNTER: OnceLock<opentelemetry::metrics::Counter<u64>> = OnceLock::new();
+    REJECTED.fetch_add(1, Ordering::Relaxed);
+    let counter = COUNTER.get_or_init(|| {
+        crate::metrics::meter()
+            .u64_counter("tracewire.propagation.rejected")
+            .with_unit("{header}")
+            .with_description(
+                "Propagation headers ignored because they were malformed, too long or not text",
+            )
+            .build()
+    });
+    counter.add(
+        1,
+        &[
+            KeyValue::new("carrier", carrier),
+            KeyValue::new("reason", reason.as_str()),
+        ],
+    );
+}
+
+/// How many propagation headers this process has ignored so far (all carriers, all reasons).
+pub fn rejected_total() -> u64 {
+    REJECTED.load(Ordering::Relaxed)
+}
+
+/// An [`Extractor`] that hides oversized values from the propagator and counts them.
+struct Guarded<'a> {
+    inner: &'a dyn Extractor,
+    carrier: &'static str,
+}
+
+impl Extractor for Guarded<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let value = self.inner.get(key)?;
+        let limit = if key.eq_ignore_ascii_case(TRACEPARENT) {
+            MAX_TRACEPARENT_LEN
+        } else {
+            MAX_VALUE_LEN
+        };
+        if value.len() > limit {
+            record_rejected(self.carrier, RejectReason::TooLong);
+            return None;
+        }
+        Some(value)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.inner.keys()
+    }
+
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let values: Vec<&str> = self
+            .inner
+            .get_all(key)?
+            .into_iter()
+            .filter(|v| {
+                let ok = v.len() <= MAX_VALUE_LEN;
+                if !ok {
+                    record_rejected(self.carrier, RejectReason::TooLong);
+                }
+                ok
+            })
+            .collect();
+        (!values.is_empty()).then_some(values)
+    }
+}
+
+/// Extracts the remote context carried by `extractor` into a fresh [`Context`] (nothing of the
+/// caller's current context leaks in). Returns an empty context — the caller then starts a new
+/// trace — when nothing valid was carried.
+pub fn extract(extractor: &dyn Extractor, carrier: &'static str) -> Context {
+    extract_with_context(&Context::new(), extractor, carrier)
+}
+
+/// Like [`extract`], on top of `parent` (its values are kept, its span replaced when a valid
+/// remote span context was carried).
+pub fn extract_with_context(
+    parent: &Context,
+    extractor: &dyn Extractor,
+    carrier: &'static str,
+) -> Context {
+    let guarded = Guarded {
+        inner: extractor,
+        carrier,
+    };
+    let cx = global::get_text_map_propagator(|p| p.extract_with_context(parent, &guarded));
+    if let Some(tp) = extractor.get(TRACEPARENT)
+        && tp.len() <= MAX_TRACEPARENT_LEN
+        && !cx.span().span_context().is_remote()
+    {
+        record_rejected(carrier, RejectReason::Malformed);
+    }
+    cx
+}
+
+/// Injects `cx` (its span context, trace state and baggage, as the propagator decides) into
+/// `injector`.
+pub fn inject(cx: &Context, injector: &mut dyn Injector) {
+    global::get_text_map_propagator(|p| p.inject_context(cx, injector));
+}
+
+/// Injects the current context into `injector`.
+pub fn inject_current(injector: &mut dyn Injector) {
+    Context::map_current(|cx| inject(cx, injector));
+}
+
+/// The remote span context carried by `cx`, when it holds a valid one (for span links).
+pub fn remote_span_context(cx: &Context) -> Option<opentelemetry::trace::SpanContext> {
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::propagation::TextMapCompositePropagator;
+    use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+    use std::collections::HashMap;
+
+    fn install() {
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+    }
+
+    fn carrier(pairs: &[(&str, String)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn valid_traceparent_round_trips() {
+        install();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string();
+        let cx = extract(&carrier(&[("traceparent", tp.clone())]), "test");
+        let span = cx.span();
+        assert_eq!(
+            span.span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let mut out = HashMap::new();
+        inject(&cx, &mut out);
+        assert_eq!(out.get("traceparent"), Some(&tp));
+    }
+
+    #[test]
+    fn malformed_and_oversized_are_ignored_and_counted() {
+        install();
+        let before = rejected_total();
+        for bad in [
+            "00-zzzz-00f067aa0ba902b7-01".to_string(),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string(),
+            format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01{}",
+                "-x".repeat(300)
+            ),
+            String::new(),
+        ] {
+            let cx = extract(&carrier(&[("traceparent", bad)]), "test");
+            assert!(!cx.span().span_context().is_valid());
+        }
+        assert_eq!(rejected_total() - before, 4);
+
+        let huge_baggage = format!("k={}", "v".repeat(MAX_VALUE_LEN));
+        let cx = extract(&carrier(&[("baggage", huge_baggage)]), "test");
+        assert_eq!(opentelemetry::baggage::BaggageExt::baggage(&cx).len(), 0);
+        assert_eq!(rejected_total() - before, 5);
+    }
+}
