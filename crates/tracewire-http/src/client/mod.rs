@@ -1,0 +1,1 @@
+//! Outbound HTTP instrumentation (in progress).

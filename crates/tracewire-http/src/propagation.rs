@@ -1,0 +1,102 @@
+//! `http::HeaderMap` carriers for OpenTelemetry propagators.
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector};
+use tracewire_core::propagation::{RejectReason, record_rejected};
+
+/// The `carrier` attribute value on `tracewire.propagation.rejected` for HTTP headers.
+pub const CARRIER: &str = "http";
+
+/// Reads propagation headers from a [`HeaderMap`]. Values that are not visible ASCII are
+/// skipped (and counted), never unwrapped.
+#[derive(Debug)]
+pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let value = self.0.get(key)?;
+        match value.to_str() {
+            Ok(s) => Some(s),
+            Err(_) => {
+                record_rejected(CARRIER, RejectReason::NotUtf8);
+                None
+            }
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        let values: Vec<&str> = self
+            .0
+            .get_all(key)
+            .iter()
+            .filter_map(|v| match v.to_str() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    record_rejected(CARRIER, RejectReason::NotUtf8);
+                    None
+                }
+            })
+            .collect();
+        (!values.is_empty()).then_some(values)
+    }
+}
+
+/// Writes propagation headers into a [`HeaderMap`], replacing any value already there (never
+/// two `traceparent` headers). A name or value the propagator produced that is not a valid
+/// header is skipped and counted.
+#[derive(Debug)]
+pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+            record_rejected(CARRIER, RejectReason::Unrepresentable);
+            return;
+        };
+        let Ok(value) = HeaderValue::try_from(value) else {
+            record_rejected(CARRIER, RejectReason::Unrepresentable);
+            return;
+        };
+        self.0.insert(name, value);
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_values_are_skipped_and_counted() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_bytes(b"00-\xff\xfe-01").unwrap(),
+        );
+        let before = tracewire_core::propagation::rejected_total();
+        assert_eq!(HeaderExtractor(&headers).get("traceparent"), None);
+        assert_eq!(tracewire_core::propagation::rejected_total(), before + 1);
+    }
+
+    #[test]
+    fn injection_replaces_and_skips_invalid() {
+        let mut headers = HeaderMap::new();
+        headers.append("traceparent", HeaderValue::from_static("stale-1"));
+        headers.append("traceparent", HeaderValue::from_static("stale-2"));
+        let mut inj = HeaderInjector(&mut headers);
+        inj.set("traceparent", "00-fresh".into());
+        inj.set("bad header", "x".into());
+        inj.set("baggage", "a=\nb".into());
+        assert_eq!(headers.get_all("traceparent").iter().count(), 1);
+        assert_eq!(headers["traceparent"], "00-fresh");
+        assert!(headers.get("baggage").is_none());
+    }
+}

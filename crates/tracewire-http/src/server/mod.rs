@@ -1,0 +1,1 @@
+//! Server instrumentation (in progress).

@@ -1,0 +1,1 @@
+//! kafka instrumentation (in progress).

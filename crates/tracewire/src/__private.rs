@@ -1,0 +1,1 @@
+//! Support code the macros expand to. Not public API.
