@@ -13,3 +13,4 @@ pub mod client;
 pub mod propagation;
 pub mod server;
 
+pub use server::{RequestId, ServerLayer};

@@ -1,1 +1,18 @@
-//! placeholder
+//! Test support for tracewire and for services instrumented with it.
+//!
+//! - [`Capture`] installs in-memory OpenTelemetry providers, the W3C propagators and a JSON log
+//!   subscriber for the current process, and hands back what was recorded: finished spans,
+//!   metric points, log lines. Run tests with `cargo nextest` (one process per test), since
+//!   these are process-wide globals.
+//! - [`OtlpReceiver`] is a real OTLP endpoint (gRPC and HTTP/protobuf on loopback ports) that
+//!   decodes what exporters send with `opentelemetry-proto`, to check what goes over the wire.
+//! - [`SpanDataExt`] and [`MetricPoint`] make assertions short and readable.
+
+mod capture;
+mod otlp;
+
+pub use capture::{Capture, MetricPoint, PointValue, SpanDataExt, trace_id_of};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
+
+/// Re-exported so tests can name span data without depending on the SDK directly.
+pub use opentelemetry_sdk::trace::SpanData;

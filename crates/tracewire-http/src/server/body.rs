@@ -1,0 +1,73 @@
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tracewire_core::error::short_type_name;
+
+use super::future::Finisher;
+
+pin_project! {
+    /// Response body of an instrumented request. The request's span and duration end when
+    /// this body reaches its end, fails, or is dropped — whichever happens first, once.
+    pub struct ServerBody<B> {
+        #[pin]
+        inner: B,
+        finisher: Option<Finisher>,
+    }
+}
+
+impl<B> fmt::Debug for ServerBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> ServerBody<B> {
+    pub(crate) fn new(inner: B, finisher: Option<Finisher>) -> Self {
+        Self { inner, finisher }
+    }
+}
+
+impl<B> Body for ServerBody<B>
+where
+    B: Body,
+    B::Error: fmt::Display + 'static,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        // Streaming bodies produce their data here: keep the request's context attached.
+        let _attached = this.finisher.as_ref().map(|f| f.cx.clone().attach());
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            None => {
+                if let Some(mut f) = this.finisher.take() {
+                    f.finish();
+                }
+            }
+            Some(Err(error)) => {
+                if let Some(mut f) = this.finisher.take() {
+                    f.fail(short_type_name::<B::Error>(), error);
+                    f.finish();
+                }
+            }
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,205 @@
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use http::HeaderName;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Histogram, UpDownCounter};
+use opentelemetry_semantic_conventions::metric as semconv;
+use tower::Layer;
+use tracewire_core::redact::SensitiveHeaders;
+
+use super::service::Server;
+
+/// A tower [`Layer`] that instruments every request of the service it wraps. See the
+/// [module documentation](super) for what it records.
+///
+/// Build it after `tracewire::init()`: the tracer and the instruments are taken from the global
+/// providers once, here, not per request.
+#[derive(Debug, Clone)]
+pub struct ServerLayer {
+    pub(crate) config: Arc<Config>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) sensitive: SensitiveHeaders,
+    pub(crate) recorded_headers: Vec<(HeaderName, opentelemetry::Key)>,
+    pub(crate) request_id_header: HeaderName,
+    pub(crate) access_log: bool,
+    pub(crate) default_scheme: &'static str,
+}
+
+/// What every clone of a layer shares: the tracer, the instruments and the span-name cache.
+pub(crate) struct Shared {
+    pub(crate) tracer: BoxedTracer,
+    pub(crate) duration: Histogram<f64>,
+    pub(crate) active: UpDownCounter<i64>,
+    pub(crate) names: RouteNames,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerLayer {
+    /// A layer with the default configuration: sensitive headers redacted, access log on,
+    /// `x-request-id` as the request-id header, no request headers recorded.
+    pub fn new() -> Self {
+        let meter = tracewire_core::metrics::meter();
+        let shared = Shared {
+            tracer: tracewire_core::tracer(),
+            duration: tracewire_core::metrics::duration_histogram(
+                &meter,
+                semconv::HTTP_SERVER_REQUEST_DURATION,
+                "Duration of HTTP server requests.",
+            ),
+            active: meter
+                .i64_up_down_counter(semconv::HTTP_SERVER_ACTIVE_REQUESTS)
+                .with_unit("{request}")
+                .with_description("Number of active HTTP server requests.")
+                .build(),
+            names: RouteNames::default(),
+        };
+        Self {
+            config: Arc::new(Config {
+                sensitive: SensitiveHeaders::default(),
+                recorded_headers: Vec::new(),
+                request_id_header: HeaderName::from_static("x-request-id"),
+                access_log: true,
+                default_scheme: "http",
+            }),
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Records the value of request header `name` as the span attribute
+    /// `http.request.header.<name>` (redacted when the header is sensitive).
+    ///
+    /// ```
+    /// let layer = tracewire_http::ServerLayer::new().record_request_header("x-tenant");
+    /// ```
+    pub fn record_request_header(mut self, name: &'static str) -> Self {
+        let header = HeaderName::from_static(name);
+        let key = opentelemetry::Key::from(format!("http.request.header.{}", header.as_str()));
+        Arc::make_mut(&mut self.config)
+            .recorded_headers
+            .push((header, key));
+        self
+    }
+
+    /// Replaces the list of headers whose values are never recorded.
+    pub fn sensitive_headers(mut self, sensitive: SensitiveHeaders) -> Self {
+        Arc::make_mut(&mut self.config).sensitive = sensitive;
+        self
+    }
+
+    /// Turns the per-request access-log event on or off (on by default).
+    pub fn access_log(mut self, enabled: bool) -> Self {
+        Arc::make_mut(&mut self.config).access_log = enabled;
+        self
+    }
+
+    /// Uses another header than `x-request-id` for the request id.
+    pub fn request_id_header(mut self, name: HeaderName) -> Self {
+        Arc::make_mut(&mut self.config).request_id_header = name;
+        self
+    }
+
+    /// The `url.scheme` recorded when the request URI has none (`http` by default; set
+    /// `https` behind a TLS-terminating listener).
+    pub fn default_scheme(mut self, scheme: &'static str) -> Self {
+        Arc::make_mut(&mut self.config).default_scheme = scheme;
+        self
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = Server<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Server::new(inner, self.clone())
+    }
+}
+
+/// Span names and route values per (method, route), computed once and reused.
+///
+/// Routes are templates (`/users/{id}`), a small fixed set, so each distinct route and
+/// `"{method} {route}"` pair is leaked once into a `&'static str`, then shared by every request
+/// without allocation. The cache is bounded: past [`RouteNames::LIMIT`] routes, names are built
+/// per request instead.
+#[derive(Default)]
+pub(crate) struct RouteNames {
+    map: RwLock<HashMap<Box<str>, RouteEntry>>,
+}
+
+#[derive(Clone, Copy)]
+struct RouteEntry {
+    route: &'static str,
+    names: [Option<&'static str>; super::service::METHOD_COUNT],
+}
+
+/// A route and a span name, static when cached.
+pub(crate) struct Named {
+    pub(crate) route: Cow<'static, str>,
+    pub(crate) span_name: Cow<'static, str>,
+}
+
+impl RouteNames {
+    const LIMIT: usize = 4096;
+
+    pub(crate) fn get(&self, method_idx: usize, method: &'static str, route: &str) -> Named {
+        if let Ok(map) = self.map.read()
+            && let Some(entry) = map.get(route)
+            && let Some(name) = entry.names[method_idx]
+        {
+            return Named {
+                route: Cow::Borrowed(entry.route),
+                span_name: Cow::Borrowed(name),
+            };
+        }
+        self.insert(method_idx, method, route)
+    }
+
+    #[cold]
+    fn insert(&self, method_idx: usize, method: &'static str, route: &str) -> Named {
+        let name = format!("{method} {route}");
+        let Ok(mut map) = self.map.write() else {
+            return Named {
+                route: Cow::Owned(route.to_owned()),
+                span_name: Cow::Owned(name),
+            };
+        };
+        if map.len() >= Self::LIMIT && !map.contains_key(route) {
+            return Named {
+                route: Cow::Owned(route.to_owned()),
+                span_name: Cow::Owned(name),
+            };
+        }
+        let entry = map.entry(Box::from(route)).or_insert_with(|| RouteEntry {
+            route: Box::leak(Box::from(route)),
+            names: [None; super::service::METHOD_COUNT],
+        });
+        let name: &'static str = match entry.names[method_idx] {
+            Some(existing) => existing,
+            None => {
+                let leaked: &'static str = Box::leak(name.into_boxed_str());
+                entry.names[method_idx] = Some(leaked);
+                leaked
+            }
+        };
+        Named {
+            route: Cow::Borrowed(entry.route),
+            span_name: Cow::Borrowed(name),
+        }
+    }
+}

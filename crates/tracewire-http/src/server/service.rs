@@ -1,0 +1,297 @@
+use std::borrow::Cow;
+use std::fmt;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use http::{HeaderMap, Method, Request, Response, Version};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+use tower::Service;
+use tracewire_core::RequestId;
+use tracewire_core::attributes as attr;
+use tracewire_core::redact::redact_query;
+
+use super::future::{Finisher, ResponseFuture};
+use super::layer::ServerLayer;
+use crate::propagation::{CARRIER, HeaderExtractor};
+
+pub(crate) const METHOD_COUNT: usize = 10;
+const METHODS: [&str; METHOD_COUNT] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+const OTHER_METHOD: usize = METHOD_COUNT - 1;
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => OTHER_METHOD,
+    }
+}
+
+/// The service produced by [`ServerLayer`]: instruments every request to `S`.
+#[derive(Debug, Clone)]
+pub struct Server<S> {
+    inner: S,
+    layer: ServerLayer,
+}
+
+impl<S> Server<S> {
+    pub(crate) fn new(inner: S, layer: ServerLayer) -> Self {
+        Self { inner, layer }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Server<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: fmt::Display + 'static,
+{
+    type Response = Response<super::ServerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
+        let shared = &self.layer.shared;
+        let config = &self.layer.config;
+
+        let parent = tracewire_core::propagation::extract(&HeaderExtractor(req.headers()), CARRIER);
+
+        let method_idx = method_index(req.method());
+        let method = METHODS[method_idx];
+        let scheme: &'static str = match req.uri().scheme_str() {
+            Some("https") => "https",
+            Some("http") => "http",
+            _ => config.default_scheme,
+        };
+        let (route, span_name) = match matched_route(&req) {
+            Some(route) => {
+                let named = shared.names.get(method_idx, method, route);
+                (Some(named.route), named.span_name)
+            }
+            None => (None, Cow::Borrowed(method)),
+        };
+
+        let mut attributes = Vec::with_capacity(4);
+        attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
+        attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
+        if let Some(route) = &route {
+            attributes.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
+        }
+        let mut span = shared
+            .tracer
+            .span_builder(span_name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(&shared.tracer, &parent);
+
+        let request_id = request_id(req.headers(), &config.request_id_header);
+        if span.is_recording() {
+            record_request(&mut span, &req, config, method_idx, &request_id);
+        }
+        let cx = parent.with_span(span).with_value(request_id.clone());
+        req.extensions_mut().insert(request_id.clone());
+
+        shared.active.add(
+            1,
+            &[
+                KeyValue::new(attr::HTTP_REQUEST_METHOD, method),
+                KeyValue::new(attr::URL_SCHEME, scheme),
+            ],
+        );
+        let path = config
+            .access_log
+            .then(|| Box::<str>::from(req.uri().path()));
+        let finisher = Finisher {
+            layer: self.layer.clone(),
+            cx,
+            start,
+            method,
+            scheme,
+            route,
+            path,
+            request_id,
+            status: None,
+            error: None,
+            error_message: None,
+            done: false,
+        };
+        let future = {
+            let _attached = finisher.cx.clone().attach();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(future, finisher)
+    }
+}
+
+/// The matched route template, when a router recorded one.
+fn matched_route<B>(req: &Request<B>) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    if let Some(path) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return Some(path.as_str());
+    }
+    let _ = req;
+    None
+}
+
+fn client_address<B>(req: &Request<B>) -> Option<String> {
+    if let Some(forwarded) = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        return Some(forwarded.to_owned());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        return Some(info.0.ip().to_string());
+    }
+    None
+}
+
+/// Host and port from the `Host` header (HTTP/1) or the URI authority (HTTP/2).
+fn server_address<B>(req: &Request<B>) -> Option<(&str, Option<u16>)> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(http::header::HOST)?.to_str().ok())?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(rest) = authority.strip_prefix('[') {
+        // [v6]:port
+        let (host, tail) = rest.split_once(']')?;
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return Some((host, port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host, port.parse().ok())),
+        None => Some((authority, None)),
+    }
+}
+
+fn protocol_version(version: Version) -> Option<&'static str> {
+    Some(match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+/// Attributes only a recording span needs; skipped entirely for unsampled requests.
+fn record_request<B>(
+    span: &mut opentelemetry::global::BoxedSpan,
+    req: &Request<B>,
+    config: &super::layer::Config,
+    method_idx: usize,
+    request_id: &RequestId,
+) {
+    let uri = req.uri();
+    span.set_attribute(KeyValue::new(attr::URL_PATH, uri.path().to_owned()));
+    if let Some(query) = uri.query() {
+        span.set_attribute(KeyValue::new(
+            attr::URL_QUERY,
+            redact_query(query).into_owned(),
+        ));
+    }
+    if method_idx == OTHER_METHOD {
+        span.set_attribute(KeyValue::new(
+            attr::HTTP_REQUEST_METHOD_ORIGINAL,
+            req.method().as_str().to_owned(),
+        ));
+    }
+    if let Some((host, port)) = server_address(req) {
+        span.set_attribute(KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()));
+        if let Some(port) = port {
+            span.set_attribute(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+        }
+    }
+    if let Some(version) = protocol_version(req.version()) {
+        span.set_attribute(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, version));
+    }
+    if let Some(ua) = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.set_attribute(KeyValue::new(attr::USER_AGENT_ORIGINAL, ua.to_owned()));
+    }
+    if let Some(client) = client_address(req) {
+        span.set_attribute(KeyValue::new(attr::CLIENT_ADDRESS, client));
+    }
+    span.set_attribute(KeyValue::new(
+        attr::REQUEST_ID,
+        request_id.as_str().to_owned(),
+    ));
+    for (name, key) in &config.recorded_headers {
+        let values: Vec<opentelemetry::StringValue> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                let text = v.to_str().unwrap_or("<non-utf8>");
+                config
+                    .sensitive
+                    .apply(name.as_str(), text)
+                    .to_owned()
+                    .into()
+            })
+            .collect();
+        if !values.is_empty() {
+            span.set_attribute(KeyValue::new(
+                key.clone(),
+                opentelemetry::Value::Array(values.into()),
+            ));
+        }
+    }
+}
+
+/// The incoming request id when it is a sane token (1–128 characters of `[A-Za-z0-9._:-]`),
+/// otherwise a fresh random 128-bit hex id.
+fn request_id(headers: &HeaderMap, name: &http::HeaderName) -> RequestId {
+    if let Some(value) = headers.get(name)
+        && let Ok(text) = value.to_str()
+        && (1..=128).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return RequestId::new(text);
+    }
+    RequestId::new(format!("{:032x}", rand::random::<u128>()))
+}
