@@ -1,1 +1,81 @@
-//! amqp instrumentation (in progress).
+//! Trace context through RabbitMQ with [lapin]: publish, consume, retries and dead letters.
+//!
+//! - [`TracedChannel`] wraps a `lapin::Channel`. Its
+//!   [`basic_publish`](TracedChannel::basic_publish) starts a PRODUCER span
+//!   `publish {exchange}` (`publish {routing key}` on the default exchange) and writes the span's
+//!   context into the message headers; its [`basic_consume`](TracedChannel::basic_consume)
+//!   returns a [`TracedConsumer`].
+//! - [`TracedConsumer`] is a `Stream` of [`TracedDelivery`]: each delivery carries the context
+//!   extracted from its headers, and [`TracedDelivery::process`] runs a handler inside a
+//!   CONSUMER span `process {queue}` whose parent is that creation context (or which only links
+//!   to it, under [`ParentMode::LinkOnly`]). The handler's `tracing` events and nested spans
+//!   belong to that span; the [`Outcome`] it returns (ack, requeue, nack, reject, retry) settles
+//!   the delivery and is recorded.
+//! - [`RetryQueue`] republishes a failed message to a delay queue (TTL + dead-letter exchange
+//!   back to the work queue) in the same trace, counting attempts in
+//!   [`ATTEMPT_HEADER`](tracewire_core::messaging::ATTEMPT_HEADER).
+//! - [`process_batch`] handles several deliveries in one span that links every message.
+//! - [`carrier`] holds the `FieldTable` injector/extractor for code that publishes or consumes
+//!   by hand.
+//!
+//! Metrics: `messaging.client.sent.messages`, `messaging.client.operation.duration`,
+//! `messaging.client.consumed.messages`, `messaging.process.duration`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use futures_util::StreamExt;
+//! use lapin::{Connection, ConnectionProperties, options::BasicConsumeOptions, types::FieldTable};
+//! use tracewire_amqp::{Outcome, TracedChannel};
+//!
+//! let conn = Connection::connect("amqp://127.0.0.1:5672/%2f", ConnectionProperties::default()).await?;
+//! let channel = TracedChannel::new(conn.create_channel().await?);
+//! let mut consumer = channel
+//!     .basic_consume("orders".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+//!     .await?;
+//! while let Some(delivery) = consumer.next().await {
+//!     delivery?
+//!         .process(|delivery| async move {
+//!             tracing::info!(bytes = delivery.data.len(), "order received"); // carries the trace id
+//!             Outcome::ack()
+//!         })
+//!         .await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod batch;
+pub mod carrier;
+mod consume;
+mod publish;
+mod retry;
+
+pub use batch::process_batch;
+pub use consume::{Action, Outcome, ProcessSpan, TracedConsumer, TracedDelivery};
+pub use publish::{TracedChannel, TracedConfirm};
+pub use retry::{RetryError, RetryQueue};
+pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
+
+/// The `messaging.system` value for RabbitMQ.
+pub const SYSTEM: &str = "rabbitmq";
+
+/// A low-cardinality `error.type` for a lapin error.
+pub(crate) fn lapin_error_type(err: &lapin::Error) -> &'static str {
+    use lapin::ErrorKind as K;
+    match err.kind() {
+        K::ChannelsLimitReached => "channels_limit_reached",
+        K::InvalidProtocolVersion(_) => "invalid_protocol_version",
+        K::InvalidChannel(_) => "invalid_channel",
+        K::InvalidChannelState(..) => "invalid_channel_state",
+        K::InvalidConnectionState(_) => "invalid_connection_state",
+        K::IOError(_) => "io_error",
+        K::RuntimeShutdownError(_) => "runtime_shutdown",
+        K::ParsingError(_) => "parsing_error",
+        K::ProtocolError(_) => "protocol_error",
+        K::SerialisationError(_) => "serialisation_error",
+        K::AuthProviderError(_) => "auth_provider_error",
+        K::FutureCompleted => "future_completed",
+        K::NoDefaultRuntime => "no_default_runtime",
+        K::MissingHeartbeatError => "missing_heartbeat",
+        _ => "_OTHER",
+    }
+}
