@@ -1,1 +1,43 @@
-//! kafka instrumentation (in progress).
+//! Kafka instrumentation for [rdkafka]: W3C trace context in record headers, PRODUCER and
+//! CONSUMER spans with semantic-convention attributes, batch links, and retry topics that keep
+//! a record in its trace.
+//!
+//! - [`TracedProducer`] wraps a `FutureProducer`: every send is a PRODUCER span
+//!   `send {topic}` (`messaging.system = kafka`, `messaging.operation.type = send`,
+//!   `messaging.destination.name`, `messaging.message.body.size`, and from the delivery report
+//!   `messaging.destination.partition.id` and `messaging.kafka.offset`, or `error.type`); its
+//!   context goes into the record headers. Metrics: `messaging.client.sent.messages`,
+//!   `messaging.client.operation.duration`. Other producers use [`ProducerTelemetry`].
+//! - [`TracedConsumer`] wraps a `StreamConsumer`: received records ([`TracedMessage`]) carry
+//!   the context their producer injected, and [`TracedConsumer::process`] runs a handler in
+//!   the CONSUMER span `process {topic}`, child of that context and linked to it, with the
+//!   handler's `tracing` events and nested spans in the same trace. Metrics:
+//!   `messaging.client.consumed.messages`, `messaging.process.duration`.
+//! - [`TracedConsumer::process_batch`]: one span for N records, with N links.
+//! - [`RetryTopics`] and [`TracedConsumer::process_or_retry`]: failed records go to a retry
+//!   topic, then a dead-letter topic, in the same trace, with an attempt counter.
+//! - [`carrier`]: the header carriers themselves, for code that builds records by hand.
+//!
+//! Build the wrappers after `tracewire::init()`: tracer and instruments are taken from the
+//! global providers when a wrapper is built, never per record.
+//!
+//! Header values that are oversized or not UTF-8, malformed `traceparent`s and duplicate keys
+//! never fail a record: the record starts a new trace (or the last duplicate wins) and the
+//! rejection is counted in `tracewire.propagation.rejected{carrier="kafka"}`.
+//!
+//! [rdkafka]: https://docs.rs/rdkafka
+
+mod attrs;
+pub mod carrier;
+mod consumer;
+mod producer;
+mod retry;
+
+pub use consumer::{Handled, Outcome, TracedConsumer, TracedMessage};
+pub use producer::{ProducerTelemetry, SendSpan, TracedProducer};
+pub use retry::{Republished, RetryTopics};
+pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
+
+/// The rdkafka version this crate is built against, re-exported so applications use the
+/// same one.
+pub use rdkafka;

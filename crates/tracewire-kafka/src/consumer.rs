@@ -1,0 +1,589 @@
+//! Instrumented consuming: every received record exposes its creation context; processing it
+//! runs inside a CONSUMER span `process {topic}`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{Stream, StreamExt};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
+use rdkafka::Offset;
+use rdkafka::config::{ClientConfig, FromClientConfig};
+use rdkafka::consumer::{
+    CommitMode, Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::util::{AsyncRuntime, DefaultRuntime};
+use tracewire_core::attributes::{
+    ERROR_TYPE, MESSAGING_ATTEMPT, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
+    MESSAGING_DESTINATION_PARTITION_ID, MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE,
+    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_OUTCOME,
+};
+use tracewire_core::error::short_type_name;
+use tracewire_core::messaging::{
+    ATTEMPT_HEADER, MessagingInstruments, ParentMode, parse_attempt, start_batch_span,
+    start_consumer_span,
+};
+
+use crate::attrs;
+use crate::carrier;
+use crate::retry::{Republished, RetryTopics};
+
+/// What a message handler returned, as far as telemetry is concerned.
+///
+/// Implemented for `()` (never an error) and for `Result<T, E>` (an `Err` sets `error.type`
+/// to the short type name of `E` and an error status with its message).
+pub trait Outcome {
+    /// `error.type` when the handler failed.
+    fn error_type(&self) -> Option<&'static str>;
+    /// The status description when the handler failed.
+    fn error_message(&self) -> Option<String>;
+}
+
+impl Outcome for () {
+    fn error_type(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn error_message(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<T, E: fmt::Display> Outcome for Result<T, E> {
+    fn error_type(&self) -> Option<&'static str> {
+        self.as_ref().err().map(|_| short_type_name::<E>())
+    }
+
+    fn error_message(&self) -> Option<String> {
+        self.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// A consumed record with the context its producer put into its headers.
+///
+/// It dereferences to rdkafka's [`BorrowedMessage`], so `payload()`, `key()`, `offset()`, …
+/// work as usual (with [`Message`] in scope).
+pub struct TracedMessage<'a> {
+    message: BorrowedMessage<'a>,
+    context: Context,
+    attempt: u32,
+}
+
+impl<'a> TracedMessage<'a> {
+    /// Wraps a record received some other way (a `BaseConsumer`, a partition queue):
+    /// extracts its creation context and attempt number.
+    pub fn new(message: BorrowedMessage<'a>) -> Self {
+        let context = carrier::extract_context(message.headers());
+        let attempt = attempt_of(message.headers());
+        Self {
+            message,
+            context,
+            attempt,
+        }
+    }
+
+    /// The creation context extracted from the record headers (empty when the record carried
+    /// none, or garbage).
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The attempt number from the `tracewire-attempt` header (1 when absent or invalid).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The rdkafka record.
+    pub fn message(&self) -> &BorrowedMessage<'a> {
+        &self.message
+    }
+
+    /// Unwraps the rdkafka record.
+    pub fn into_message(self) -> BorrowedMessage<'a> {
+        self.message
+    }
+}
+
+impl<'a> Deref for TracedMessage<'a> {
+    type Target = BorrowedMessage<'a>;
+
+    fn deref(&self) -> &BorrowedMessage<'a> {
+        &self.message
+    }
+}
+
+impl fmt::Debug for TracedMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracedMessage")
+            .field("message", &self.message)
+            .field("span_context", self.context.span().span_context())
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// The attempt number a record carries in [`ATTEMPT_HEADER`] (last one wins), 1 by default.
+pub(crate) fn attempt_of<H: Headers + ?Sized>(headers: Option<&H>) -> u32 {
+    headers
+        .and_then(|h| {
+            (0..h.count()).rev().find_map(|idx| {
+                let header = carrier::header_at(h, idx)?;
+                (header.key == ATTEMPT_HEADER).then_some(header.value)
+            })
+        })
+        .flatten()
+        .and_then(parse_attempt)
+        .unwrap_or(1)
+}
+
+pub(crate) struct ConsumerShared {
+    pub(crate) tracer: BoxedTracer,
+    pub(crate) instruments: MessagingInstruments,
+}
+
+/// A [`StreamConsumer`] whose records carry their creation context, processed inside
+/// CONSUMER spans.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use rdkafka::Message;
+/// use rdkafka::config::ClientConfig;
+/// use rdkafka::consumer::{CommitMode, Consumer};
+///
+/// let consumer = tracewire_kafka::TracedConsumer::from_config(
+///     ClientConfig::new()
+///         .set("bootstrap.servers", "127.0.0.1:9092")
+///         .set("group.id", "billing")
+///         .set("enable.auto.commit", "false"),
+/// )?
+/// .with_commit(Some(CommitMode::Async));
+/// consumer.inner().subscribe(&["orders"])?;
+/// loop {
+///     let msg = consumer.recv().await?;
+///     let result: Result<(), std::io::Error> = consumer
+///         .process(&msg, async {
+///             // `tracing` events and nested spans here belong to the record's trace.
+///             tracing::info!(offset = msg.offset(), "charging");
+///             Ok(())
+///         })
+///         .await;
+///     result?;
+/// }
+/// # }
+/// ```
+pub struct TracedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext, R = DefaultRuntime>
+{
+    inner: StreamConsumer<C, R>,
+    shared: Arc<ConsumerShared>,
+    group: Option<Value>,
+    parent_mode: ParentMode,
+    commit: Option<CommitMode>,
+    record_key: bool,
+}
+
+impl<R: AsyncRuntime> TracedConsumer<DefaultConsumerContext, R> {
+    /// Creates the consumer from `config`; `group.id` becomes `messaging.consumer.group.name`.
+    pub fn from_config(config: &ClientConfig) -> KafkaResult<Self> {
+        let consumer = StreamConsumer::from_config(config)?;
+        let mut traced = Self::new(consumer);
+        if let Some(group) = config.get("group.id") {
+            traced = traced.with_group_name(group.to_owned());
+        }
+        Ok(traced)
+    }
+}
+
+impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
+    /// Instruments `consumer`, with telemetry from the global providers. Name its group with
+    /// [`with_group_name`](Self::with_group_name) (rdkafka does not expose it).
+    pub fn new(consumer: StreamConsumer<C, R>) -> Self {
+        Self {
+            inner: consumer,
+            shared: Arc::new(ConsumerShared {
+                tracer: tracewire_core::tracer(),
+                instruments: MessagingInstruments::new(),
+            }),
+            group: None,
+            parent_mode: ParentMode::Parent,
+            commit: None,
+            record_key: false,
+        }
+    }
+
+    /// Sets `messaging.consumer.group.name`.
+    pub fn with_group_name(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(Value::String(StringValue::from(Arc::<str>::from(
+            group.into(),
+        ))));
+        self
+    }
+
+    /// How process spans relate to the creation context: its child (the default) or a new
+    /// trace linking to it ([`ParentMode::LinkOnly`], for topics written by untrusted
+    /// producers).
+    pub fn with_parent_mode(mut self, mode: ParentMode) -> Self {
+        self.parent_mode = mode;
+        self
+    }
+
+    /// Commits a record's offset after its handler succeeded (`None`, the default, leaves
+    /// committing to you or to `enable.auto.commit`). The commit outcome is recorded on the
+    /// process span as `messaging.message.outcome` (`commit`, or `commit_failed` with an
+    /// error status). Prefer [`CommitMode::Async`]: a sync commit blocks the task.
+    pub fn with_commit(mut self, mode: Option<CommitMode>) -> Self {
+        self.commit = mode;
+        self
+    }
+
+    /// Records `messaging.kafka.message.key` on process spans (off by default: keys often
+    /// hold personal data). Only UTF-8 keys are recorded.
+    pub fn with_message_key(mut self, record: bool) -> Self {
+        self.record_key = record;
+        self
+    }
+
+    /// The wrapped consumer (subscribe, assign, seek, commit, …).
+    pub fn inner(&self) -> &StreamConsumer<C, R> {
+        &self.inner
+    }
+
+    /// Unwraps the consumer.
+    pub fn into_inner(self) -> StreamConsumer<C, R> {
+        self.inner
+    }
+
+    /// Receives the next record, counted in `messaging.client.consumed.messages`.
+    pub async fn recv(&self) -> KafkaResult<TracedMessage<'_>> {
+        let message = self.inner.recv().await?;
+        Ok(self.received(message))
+    }
+
+    /// The records as a stream (it never ends; errors are items).
+    pub fn stream(&self) -> impl Stream<Item = KafkaResult<TracedMessage<'_>>> + '_ {
+        self.inner
+            .stream()
+            .map(move |item| item.map(|message| self.received(message)))
+    }
+
+    fn received<'a>(&self, message: BorrowedMessage<'a>) -> TracedMessage<'a> {
+        let attributes = self.metric_attributes("receive", message.topic(), None);
+        self.shared.instruments.consumed.add(1, &attributes);
+        TracedMessage::new(message)
+    }
+
+    fn metric_attributes(
+        &self,
+        operation: &'static str,
+        topic: &str,
+        error_type: Option<&'static str>,
+    ) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(attrs::system());
+        attributes.push(KeyValue::new(MESSAGING_OPERATION_NAME, operation));
+        attributes.push(KeyValue::new(
+            MESSAGING_DESTINATION_NAME,
+            attrs::topic_value(topic),
+        ));
+        if let Some(group) = &self.group {
+            attributes.push(KeyValue::new(MESSAGING_CONSUMER_GROUP_NAME, group.clone()));
+        }
+        if let Some(error_type) = error_type {
+            attributes.push(KeyValue::new(ERROR_TYPE, error_type));
+        }
+        attributes
+    }
+
+    fn span_attributes(&self, msg: &TracedMessage<'_>) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(10);
+        attributes.push(attrs::system());
+        attributes.push(KeyValue::new(MESSAGING_OPERATION_TYPE, "process"));
+        attributes.push(KeyValue::new(MESSAGING_OPERATION_NAME, "process"));
+        attributes.push(KeyValue::new(
+            MESSAGING_DESTINATION_NAME,
+            attrs::topic_value(msg.topic()),
+        ));
+        if let Some(group) = &self.group {
+            attributes.push(KeyValue::new(MESSAGING_CONSUMER_GROUP_NAME, group.clone()));
+        }
+        attributes.push(KeyValue::new(
+            MESSAGING_DESTINATION_PARTITION_ID,
+            attrs::partition_value(msg.partition()),
+        ));
+        attributes.push(KeyValue::new(MESSAGING_KAFKA_OFFSET, msg.offset()));
+        attributes.push(KeyValue::new(
+            MESSAGING_MESSAGE_BODY_SIZE,
+            i64::try_from(msg.payload_len()).unwrap_or(i64::MAX),
+        ));
+        attributes.push(KeyValue::new(MESSAGING_ATTEMPT, i64::from(msg.attempt)));
+        if self.record_key
+            && let Some(kv) = attrs::message_key(msg.key())
+        {
+            attributes.push(kv);
+        }
+        attributes
+    }
+
+    fn start_process_span(&self, msg: &TracedMessage<'_>) -> Context {
+        start_consumer_span(
+            &self.shared.tracer,
+            format!("process {}", msg.topic()),
+            &msg.context,
+            self.parent_mode,
+            self.span_attributes(msg),
+        )
+    }
+
+    /// Runs `handler` inside the CONSUMER span `process {topic}` of `msg`: the span's parent is
+    /// the record's creation context (see [`with_parent_mode`](Self::with_parent_mode)) and it
+    /// always links to it. The span is attached while the handler runs, so its `tracing`
+    /// events carry the record's trace id and spans it starts (`#[traced]` functions, HTTP
+    /// calls, sends) are children of the process span.
+    ///
+    /// A failed handler (see [`Outcome`]) sets `error.type` and an error status; a successful
+    /// one commits the offset when [`with_commit`](Self::with_commit) asks for it. The duration
+    /// goes into `messaging.process.duration`.
+    pub async fn process<F>(&self, msg: &TracedMessage<'_>, handler: F) -> F::Output
+    where
+        F: Future,
+        F::Output: Outcome,
+    {
+        let start = Instant::now();
+        let cx = self.start_process_span(msg);
+        let output = handler.with_context(cx.clone()).await;
+        let error_type = output.error_type();
+        let span = cx.span();
+        match error_type {
+            Some(error_type) => {
+                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                span.set_status(Status::error(output.error_message().unwrap_or_default()));
+            }
+            None => self.commit_one(&cx, msg),
+        }
+        span.end();
+        self.record_process(msg.topic(), error_type, start);
+        output
+    }
+
+    /// Like [`process`](Self::process); when the handler fails, the record is republished
+    /// through `retry` inside the failed attempt's span, so the retry's PRODUCER span is that
+    /// attempt's child and the next attempt stays in the same trace (see [`RetryTopics`]).
+    ///
+    /// The span records `messaging.message.outcome`: `retry` or `dead_letter` (and, when a
+    /// commit mode is set, the offset is then committed: the record was handed on), or
+    /// `republish_failed` with an error status (nothing is committed).
+    pub async fn process_or_retry<F, T, E, C2, R2>(
+        &self,
+        msg: &TracedMessage<'_>,
+        retry: &RetryTopics<C2, R2>,
+        handler: F,
+    ) -> Handled<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: fmt::Display,
+        C2: rdkafka::ClientContext + 'static,
+        R2: AsyncRuntime,
+    {
+        let start = Instant::now();
+        let cx = self.start_process_span(msg);
+        let output = handler.with_context(cx.clone()).await;
+        let span = cx.span();
+        let (handled, error_type) = match output {
+            Ok(value) => {
+                self.commit_one(&cx, msg);
+                (Handled::Processed(value), None)
+            }
+            Err(error) => {
+                let error_type = short_type_name::<E>();
+                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                span.set_status(Status::error(error.to_string()));
+                let republished = retry.republish_in(&cx, &msg.message).await;
+                match republished {
+                    Ok(to) => {
+                        span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, to.outcome()));
+                        self.commit_one(&cx, msg);
+                        (Handled::Republished { error, to }, Some(error_type))
+                    }
+                    Err(cause) => {
+                        span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "republish_failed"));
+                        span.add_event(
+                            "republish failed",
+                            vec![
+                                KeyValue::new(ERROR_TYPE, attrs::error_type(&cause)),
+                                KeyValue::new(
+                                    tracewire_core::attributes::EXCEPTION_MESSAGE,
+                                    cause.to_string(),
+                                ),
+                            ],
+                        );
+                        (Handled::RepublishFailed { error, cause }, Some(error_type))
+                    }
+                }
+            }
+        };
+        span.end();
+        self.record_process(msg.topic(), error_type, start);
+        handled
+    }
+
+    /// Runs `handler` inside one CONSUMER span for a batch of records. The span is a child of
+    /// the current context and links every record's creation context; each link carries the
+    /// record's `messaging.destination.partition.id` and `messaging.kafka.offset`. The span
+    /// is named `process {topic}` when all records come from one topic, `process` otherwise,
+    /// and carries `messaging.batch.message_count`.
+    ///
+    /// On success with a commit mode set, the offsets after the highest record of every
+    /// partition are committed.
+    pub async fn process_batch<F>(&self, msgs: &[TracedMessage<'_>], handler: F) -> F::Output
+    where
+        F: Future,
+        F::Output: Outcome,
+    {
+        let start = Instant::now();
+        let topic = single_topic(msgs);
+        let name: Cow<'static, str> = match topic {
+            Some(topic) => Cow::Owned(format!("process {topic}")),
+            None => Cow::Borrowed("process"),
+        };
+        let mut attributes = Vec::with_capacity(6);
+        attributes.push(attrs::system());
+        attributes.push(KeyValue::new(MESSAGING_OPERATION_TYPE, "process"));
+        attributes.push(KeyValue::new(MESSAGING_OPERATION_NAME, "process"));
+        if let Some(topic) = topic {
+            attributes.push(KeyValue::new(
+                MESSAGING_DESTINATION_NAME,
+                attrs::topic_value(topic),
+            ));
+        }
+        if let Some(group) = &self.group {
+            attributes.push(KeyValue::new(MESSAGING_CONSUMER_GROUP_NAME, group.clone()));
+        }
+        let links = msgs.iter().map(|msg| {
+            let mut link = Vec::with_capacity(3);
+            if topic.is_none() {
+                link.push(KeyValue::new(
+                    MESSAGING_DESTINATION_NAME,
+                    attrs::topic_value(msg.topic()),
+                ));
+            }
+            link.push(KeyValue::new(
+                MESSAGING_DESTINATION_PARTITION_ID,
+                attrs::partition_value(msg.partition()),
+            ));
+            link.push(KeyValue::new(MESSAGING_KAFKA_OFFSET, msg.offset()));
+            (msg.context.clone(), link)
+        });
+        let cx = Context::map_current(|parent| {
+            start_batch_span(&self.shared.tracer, name, links, attributes, parent)
+        });
+        let output = handler.with_context(cx.clone()).await;
+        let error_type = output.error_type();
+        let span = cx.span();
+        match error_type {
+            Some(error_type) => {
+                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                span.set_status(Status::error(output.error_message().unwrap_or_default()));
+            }
+            None => {
+                if let Some(mode) = self.commit {
+                    let result = batch_offsets(msgs).and_then(|tpl| self.inner.commit(&tpl, mode));
+                    record_commit(&cx, result);
+                }
+            }
+        }
+        span.end();
+        self.record_process(topic.unwrap_or(""), error_type, start);
+        output
+    }
+
+    fn commit_one(&self, cx: &Context, msg: &TracedMessage<'_>) {
+        if let Some(mode) = self.commit {
+            record_commit(cx, self.inner.commit_message(&msg.message, mode));
+        }
+    }
+
+    fn record_process(&self, topic: &str, error_type: Option<&'static str>, start: Instant) {
+        let attributes = self.metric_attributes("process", topic, error_type);
+        self.shared
+            .instruments
+            .process_duration
+            .record(start.elapsed().as_secs_f64(), &attributes);
+    }
+}
+
+fn record_commit(cx: &Context, result: KafkaResult<()>) {
+    let span = cx.span();
+    match result {
+        Ok(()) => span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit")),
+        Err(err) => {
+            span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit_failed"));
+            span.set_attribute(KeyValue::new(ERROR_TYPE, attrs::error_type(&err)));
+            span.set_status(Status::error(err.to_string()));
+        }
+    }
+}
+
+fn single_topic<'m>(msgs: &'m [TracedMessage<'_>]) -> Option<&'m str> {
+    let first = msgs.first()?.topic();
+    msgs.iter().all(|m| m.topic() == first).then_some(first)
+}
+
+/// The offsets to commit after a batch: one past the highest record of every partition.
+fn batch_offsets(msgs: &[TracedMessage<'_>]) -> KafkaResult<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for msg in msgs {
+        let next = msg.offset() + 1;
+        let higher = match tpl.find_partition(msg.topic(), msg.partition()) {
+            Some(elem) => match elem.offset() {
+                Offset::Offset(current) => next > current,
+                _ => true,
+            },
+            None => true,
+        };
+        if higher {
+            tpl.add_partition_offset(msg.topic(), msg.partition(), Offset::Offset(next))?;
+        }
+    }
+    Ok(tpl)
+}
+
+impl<C: ConsumerContext + 'static, R> fmt::Debug for TracedConsumer<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracedConsumer")
+            .field("group", &self.group)
+            .field("parent_mode", &self.parent_mode)
+            .field("commit", &self.commit)
+            .field("record_key", &self.record_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`TracedConsumer::process_or_retry`] did with a record.
+#[derive(Debug)]
+pub enum Handled<T, E> {
+    /// The handler succeeded.
+    Processed(T),
+    /// The handler failed; the record went to the retry or the dead-letter topic.
+    Republished {
+        /// The handler's error.
+        error: E,
+        /// Where the record went.
+        to: Republished,
+    },
+    /// The handler failed and the record could not be republished: it was not committed, so
+    /// it will be consumed again after a restart or rebalance.
+    RepublishFailed {
+        /// The handler's error.
+        error: E,
+        /// Why republishing failed.
+        cause: KafkaError,
+    },
+}

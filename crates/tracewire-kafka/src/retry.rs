@@ -1,0 +1,176 @@
+//! Retry and dead-letter topics that keep a record in its trace.
+//!
+//! When processing a record fails, [`RetryTopics`] republishes it to a retry topic — or, once
+//! the allowed attempts are used up, to a dead-letter topic — with:
+//!
+//! - the record's key, payload and headers (other than trace headers);
+//! - the `tracewire-attempt` header ([`ATTEMPT_HEADER`]) incremented: the failed attempt was
+//!   `n`, the retried record says `n + 1` (a dead-lettered record keeps `n`, the number of
+//!   attempts made);
+//! - the context of a PRODUCER span that is a child of the failed attempt's process span.
+//!
+//! The consumer of the retry topic therefore processes attempt `n + 1` as a child of the
+//! retry's producer span: producer → attempt 1 (failed) → retry send → attempt 2 → … is one
+//! causal chain in the original trace, each process span carrying
+//! `messaging.message.attempt`.
+//!
+//! [`TracedConsumer::process_or_retry`](crate::TracedConsumer::process_or_retry) does all of
+//! this for a handler that returns `Result`.
+
+use std::fmt;
+use std::time::Duration;
+
+use opentelemetry::Context;
+use rdkafka::ClientContext;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::{AsyncRuntime, DefaultRuntime};
+use tracewire_core::messaging::ATTEMPT_HEADER;
+
+use crate::consumer::attempt_of;
+use crate::producer::TracedProducer;
+
+/// Where a failed record was republished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Republished {
+    /// The retry or dead-letter topic.
+    pub topic: String,
+    /// The attempt number written into the record's attempt header.
+    pub attempt: u32,
+    /// Whether this is the dead-letter topic.
+    pub dead_letter: bool,
+    /// Partition the record was stored in.
+    pub partition: i32,
+    /// Offset the record was stored at.
+    pub offset: i64,
+}
+
+impl Republished {
+    /// `messaging.message.outcome` of the failed attempt: `retry` or `dead_letter`.
+    pub fn outcome(&self) -> &'static str {
+        if self.dead_letter {
+            "dead_letter"
+        } else {
+            "retry"
+        }
+    }
+}
+
+/// A retry topic and a dead-letter topic, and the producer that writes to them.
+///
+/// ```no_run
+/// # fn demo(producer: tracewire_kafka::TracedProducer) {
+/// let retry = tracewire_kafka::RetryTopics::new(producer, "orders.retry", "orders.dlt")
+///     .with_max_attempts(5);
+/// # }
+/// ```
+pub struct RetryTopics<C: ClientContext + 'static = DefaultClientContext, R = DefaultRuntime> {
+    producer: TracedProducer<C, R>,
+    retry_topic: String,
+    dead_letter_topic: String,
+    max_attempts: u32,
+    queue_timeout: Duration,
+}
+
+impl<C: ClientContext + 'static, R: AsyncRuntime> RetryTopics<C, R> {
+    /// Failed records go to `retry_topic` until they have been tried 3 times (see
+    /// [`with_max_attempts`](Self::with_max_attempts)), then to `dead_letter_topic`.
+    pub fn new(
+        producer: TracedProducer<C, R>,
+        retry_topic: impl Into<String>,
+        dead_letter_topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            producer,
+            retry_topic: retry_topic.into(),
+            dead_letter_topic: dead_letter_topic.into(),
+            max_attempts: 3,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// How many attempts a record gets, the first included (at least 1).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// How long a republish may wait for room in the producer queue (5 s by default).
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
+    /// Where a record whose attempt `failed_attempt` failed goes next, and the attempt number
+    /// it will carry.
+    pub fn next_destination(&self, failed_attempt: u32) -> (&str, u32, bool) {
+        if failed_attempt >= self.max_attempts {
+            (&self.dead_letter_topic, failed_attempt, true)
+        } else {
+            (&self.retry_topic, failed_attempt.saturating_add(1), false)
+        }
+    }
+
+    /// Republishes `msg`, whose processing failed, as a child of the current context. Call it
+    /// inside the failed attempt's process span (in the handler passed to
+    /// [`TracedConsumer::process`](crate::TracedConsumer::process)), or use
+    /// [`TracedConsumer::process_or_retry`](crate::TracedConsumer::process_or_retry).
+    pub async fn republish<M: Message>(&self, msg: &M) -> Result<Republished, KafkaError> {
+        let parent = Context::current();
+        self.republish_in(&parent, msg).await
+    }
+
+    pub(crate) async fn republish_in<M: Message>(
+        &self,
+        parent: &Context,
+        msg: &M,
+    ) -> Result<Republished, KafkaError> {
+        let failed_attempt = attempt_of(msg.headers());
+        let (topic, attempt, dead_letter) = self.next_destination(failed_attempt);
+        let payload = msg.payload();
+        let key = msg.key();
+        let span = self.producer.telemetry().start(
+            parent,
+            topic,
+            key,
+            payload.map_or(0, <[u8]>::len),
+            None,
+            Some(attempt),
+        );
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        record.payload = payload;
+        record.key = key;
+        let attempt_text = attempt.to_string();
+        let delivery = self
+            .producer
+            .send_in(
+                span,
+                record,
+                self.queue_timeout,
+                msg.headers(),
+                &[(ATTEMPT_HEADER, attempt_text.as_bytes())],
+            )
+            .await
+            .map_err(|(err, _)| err)?;
+        Ok(Republished {
+            topic: topic.to_owned(),
+            attempt,
+            dead_letter,
+            partition: delivery.partition,
+            offset: delivery.offset,
+        })
+    }
+}
+
+impl<C: ClientContext + 'static, R> fmt::Debug for RetryTopics<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryTopics")
+            .field("retry_topic", &self.retry_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("max_attempts", &self.max_attempts)
+            .field("queue_timeout", &self.queue_timeout)
+            .finish_non_exhaustive()
+    }
+}
