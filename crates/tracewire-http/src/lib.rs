@@ -11,6 +11,8 @@
 
 pub mod client;
 pub mod propagation;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod server;
 
 pub use server::{RequestId, ServerLayer};

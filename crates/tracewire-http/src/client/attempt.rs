@@ -1,0 +1,320 @@
+//! One physical request attempt: its CLIENT span, its metric attributes, and how it ends.
+//!
+//! Shared by the tower [`Client`](super::Client) service and the `reqwest-middleware` adapter.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, Method, StatusCode, Version};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::Histogram;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_semantic_conventions::metric::HTTP_CLIENT_REQUEST_DURATION;
+use tracewire_core::attributes::{
+    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL, HTTP_REQUEST_RESEND_COUNT,
+    HTTP_RESPONSE_STATUS_CODE, NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_FULL,
+};
+use tracewire_core::error::http_status_error_type;
+
+/// The tracer and the instruments of a client layer, built once when the layer is built.
+#[derive(Clone)]
+pub(crate) struct Instruments {
+    tracer: Arc<BoxedTracer>,
+    duration: Histogram<f64>,
+}
+
+impl fmt::Debug for Instruments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instruments").finish_non_exhaustive()
+    }
+}
+
+impl Instruments {
+    /// Takes the tracer and the meter from the global providers, now.
+    pub(crate) fn from_globals() -> Self {
+        let meter = tracewire_core::metrics::meter();
+        Self {
+            tracer: Arc::new(tracewire_core::tracer()),
+            duration: tracewire_core::metrics::duration_histogram(
+                &meter,
+                HTTP_CLIENT_REQUEST_DURATION,
+                "Duration of HTTP client requests.",
+            ),
+        }
+    }
+}
+
+/// The request data an attempt records, borrowed from whatever request type the client uses.
+pub(crate) struct Target<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) host: Option<&'a str>,
+    /// The explicit port, or the scheme's default.
+    pub(crate) port: Option<u16>,
+    /// The absolute URL, not yet redacted.
+    pub(crate) url: Option<Cow<'a, str>>,
+}
+
+impl<'a> Target<'a> {
+    /// Reads the target of an `http::Request`: from its URI when absolute, else from the
+    /// `Host` header (origin-form requests, as tonic sends them).
+    pub(crate) fn from_parts(
+        method: &'a Method,
+        uri: &'a http::Uri,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        let scheme = uri.scheme_str();
+        let (host, explicit_port) = match uri.host() {
+            Some(host) => (Some(host), uri.port_u16()),
+            None => match headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+            {
+                Some(authority) => split_authority(authority),
+                None => (None, None),
+            },
+        };
+        let port = explicit_port.or_else(|| scheme.and_then(default_port));
+        let url = (scheme.is_some() && uri.host().is_some()).then(|| Cow::Owned(uri.to_string()));
+        Target {
+            method,
+            host,
+            port,
+            url,
+        }
+    }
+}
+
+fn split_authority(authority: &str) -> (Option<&str>, Option<u16>) {
+    // `[v6]:port`, `host:port` or a bare host; a port that does not parse is dropped.
+    if let Some(rest) = authority.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (
+                Some(host),
+                tail.strip_prefix(':').and_then(|p| p.parse().ok()),
+            ),
+            None => (None, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (Some(host), port.parse().ok()),
+        None => (Some(authority), None),
+    }
+}
+
+pub(crate) fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// The semantic-convention value of `http.request.method`: the standard methods as themselves,
+/// anything else as `_OTHER` (the original then goes into `http.request.method_original`).
+pub(crate) fn method_name(method: &Method) -> Option<&'static str> {
+    Some(match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => return None,
+    })
+}
+
+fn protocol_version(version: Version) -> Option<&'static str> {
+    Some(match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+/// The `error.type` of a transport error of type `E`: its type name, or `_OTHER` for a boxed
+/// trait object (whose name says nothing).
+pub(crate) fn error_type_of<E>() -> &'static str {
+    let name = std::any::type_name::<E>();
+    if name.starts_with("alloc::boxed::Box<dyn ") {
+        "_OTHER"
+    } else {
+        name
+    }
+}
+
+/// An attempt in flight. Dropping it ends the span and records the duration, so it ends
+/// exactly once, whichever of response error, body end, body error or drop comes first.
+pub(crate) struct Attempt {
+    cx: Context,
+    start: Instant,
+    duration: Histogram<f64>,
+    metric_attributes: Vec<KeyValue>,
+}
+
+impl fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt")
+            .field("span_context", self.cx.span().span_context())
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attempt {
+    /// Starts the CLIENT span of one attempt as a child of `parent`.
+    pub(crate) fn start(
+        instruments: &Instruments,
+        parent: &Context,
+        target: Target<'_>,
+        resend_count: u32,
+    ) -> Self {
+        let known = method_name(target.method);
+        let method = known.unwrap_or("_OTHER");
+        let host: Option<Arc<str>> = target.host.map(Arc::from);
+
+        let mut span_attributes = Vec::with_capacity(8);
+        let mut metric_attributes = Vec::with_capacity(6);
+        span_attributes.push(KeyValue::new(HTTP_REQUEST_METHOD, method));
+        metric_attributes.push(KeyValue::new(HTTP_REQUEST_METHOD, method));
+        if known.is_none() {
+            span_attributes.push(KeyValue::new(
+                HTTP_REQUEST_METHOD_ORIGINAL,
+                target.method.as_str().to_owned(),
+            ));
+        }
+        if let Some(host) = &host {
+            span_attributes.push(KeyValue::new(SERVER_ADDRESS, host.clone()));
+            metric_attributes.push(KeyValue::new(SERVER_ADDRESS, host.clone()));
+        }
+        if let Some(port) = target.port {
+            span_attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+            metric_attributes.push(KeyValue::new(SERVER_PORT, i64::from(port)));
+        }
+        if let Some(url) = target.url {
+            // Reuse the URL's own allocation when there is nothing to redact.
+            let redacted = match tracewire_core::redact::redact_url(&url) {
+                Cow::Owned(r) => Some(r),
+                Cow::Borrowed(_) => None,
+            };
+            span_attributes.push(KeyValue::new(
+                URL_FULL,
+                redacted.unwrap_or_else(|| url.into_owned()),
+            ));
+        }
+        if resend_count > 0 {
+            span_attributes.push(KeyValue::new(
+                HTTP_REQUEST_RESEND_COUNT,
+                i64::from(resend_count),
+            ));
+        }
+
+        let name = known.unwrap_or("HTTP");
+        let builder = instruments
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_attributes(span_attributes);
+        let span = instruments.tracer.build_with_context(builder, parent);
+        Attempt {
+            cx: parent.with_span(span),
+            start: Instant::now(),
+            duration: instruments.duration.clone(),
+            metric_attributes,
+        }
+    }
+
+    /// The context of this attempt (its span as the current span), to inject and to attach.
+    pub(crate) fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// Records the response head.
+    pub(crate) fn on_response(&mut self, status: StatusCode, version: Version) {
+        let code = status.as_u16();
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
+        self.metric_attributes
+            .push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
+        if let Some(v) = protocol_version(version) {
+            span.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
+            self.metric_attributes
+                .push(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
+        }
+        if let Some(error_type) = http_status_error_type(code, true) {
+            span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+            self.metric_attributes
+                .push(KeyValue::new(ERROR_TYPE, error_type));
+            span.set_status(Status::error(""));
+        }
+    }
+
+    /// Records a failure (no response, or a failed response body): `error.type` and status
+    /// Error with the error's message.
+    pub(crate) fn on_error(&mut self, error_type: &'static str, message: &dyn fmt::Display) {
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+        span.set_status(Status::error(message.to_string()));
+        if !self
+            .metric_attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == ERROR_TYPE)
+        {
+            self.metric_attributes
+                .push(KeyValue::new(ERROR_TYPE, error_type));
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.cx.span().end();
+        self.duration
+            .record(self.start.elapsed().as_secs_f64(), &self.metric_attributes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let headers = HeaderMap::new();
+        let uri: http::Uri = "https://u:p@api.example.com/a?k=v".parse().unwrap();
+        let t = Target::from_parts(&Method::GET, &uri, &headers);
+        assert_eq!(t.host, Some("api.example.com"));
+        assert_eq!(t.port, Some(443));
+        assert_eq!(t.url.as_deref(), Some("https://u:p@api.example.com/a?k=v"));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, "[::1]:8080".parse().unwrap());
+        let uri: http::Uri = "/pkg.Svc/Call".parse().unwrap();
+        let t = Target::from_parts(&Method::POST, &uri, &headers);
+        assert_eq!((t.host, t.port), (Some("::1"), Some(8080)));
+        assert!(t.url.is_none());
+
+        assert_eq!(split_authority("h:x"), (Some("h"), None));
+        assert_eq!(split_authority("h"), (Some("h"), None));
+        assert_eq!(split_authority("[::1"), (None, None));
+    }
+
+    #[test]
+    fn methods_and_errors() {
+        assert_eq!(method_name(&Method::PATCH), Some("PATCH"));
+        assert_eq!(method_name(&Method::from_bytes(b"PURGE").unwrap()), None);
+        assert_eq!(error_type_of::<std::io::Error>(), "std::io::error::Error");
+        assert_eq!(
+            error_type_of::<Box<dyn std::error::Error + Send + Sync>>(),
+            "_OTHER"
+        );
+    }
+}

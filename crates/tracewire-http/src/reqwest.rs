@@ -1,0 +1,134 @@
+//! An adapter for [`reqwest-middleware`](reqwest_middleware): the same CLIENT spans, context
+//! injection, `http.client.request.duration` metric and resend counting as
+//! [`ClientLayer`](crate::client::ClientLayer), for `reqwest` clients.
+//!
+//! Add [`ClientMiddleware`] *after* the retry middleware, so it sits inside it and sees every
+//! attempt: the second attempt's span has `http.request.resend_count = 1`, the third `2`, all
+//! under the same parent. The count lives in the middleware chain's extensions, which
+//! `reqwest-retry` hands to every attempt, so nothing needs to be passed around.
+//!
+//! ```
+//! use reqwest_middleware::ClientBuilder;
+//! use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
+//! use tracewire_http::reqwest::ClientMiddleware;
+//!
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryTransientMiddleware::new_with_policy(
+//!         ExponentialBackoff::builder().build_with_max_retries(2),
+//!     ))
+//!     .with(ClientMiddleware::new()) // inside the retries: one span per attempt
+//!     .build();
+//! # let _ = client;
+//! ```
+//!
+//! The span ends when the response body has been read to its end, has failed or has been
+//! dropped. `reqwest` follows redirects itself, below the middleware stack, so a redirected
+//! request is one span whose `url.full` is the first URL; build the client with
+//! `reqwest::redirect::Policy::none()` and handle redirects in a middleware to get one span per
+//! hop.
+
+use std::borrow::Cow;
+
+use http::Extensions;
+use opentelemetry::Context;
+use opentelemetry::context::FutureExt;
+use reqwest::ResponseBuilderExt;
+use reqwest_middleware::{Middleware, Next};
+
+use crate::client::{Attempt, Instruments, ResendCounter, ResponseBody};
+use crate::propagation::HeaderInjector;
+
+/// A `reqwest-middleware` middleware that instruments every request it passes on. See the
+/// [module documentation](self).
+///
+/// Build it after `tracewire::init()`: the tracer and the histogram are taken from the global
+/// providers once, here.
+#[derive(Debug, Clone)]
+pub struct ClientMiddleware {
+    instruments: Instruments,
+}
+
+impl Default for ClientMiddleware {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientMiddleware {
+    /// A middleware recording through the globally installed tracer and meter providers.
+    pub fn new() -> Self {
+        Self {
+            instruments: Instruments::from_globals(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for ClientMiddleware {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let counter = match extensions.get::<ResendCounter>() {
+            Some(counter) => counter.clone(),
+            None => {
+                let counter = ResendCounter::new();
+                extensions.insert(counter.clone());
+                counter
+            }
+        };
+        let resend_count = counter.next_attempt();
+        let mut attempt = Context::map_current(|parent| {
+            let url = request.url();
+            let target = crate::client::Target {
+                method: request.method(),
+                host: url.host_str(),
+                port: url.port_or_known_default(),
+                url: Some(Cow::Borrowed(url.as_str())),
+            };
+            Attempt::start(&self.instruments, parent, target, resend_count)
+        });
+        tracewire_core::propagation::inject(
+            attempt.context(),
+            &mut HeaderInjector(request.headers_mut()),
+        );
+        let result = next
+            .run(request, extensions)
+            .with_context(attempt.context().clone())
+            .await;
+        match result {
+            Ok(response) => {
+                attempt.on_response(response.status(), response.version());
+                Ok(wrap_response(response, attempt))
+            }
+            Err(error) => {
+                attempt.on_error(error_type(&error), &error);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// `error.type` of a failed request.
+fn error_type(error: &reqwest_middleware::Error) -> &'static str {
+    match error {
+        reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => "timeout",
+        reqwest_middleware::Error::Reqwest(e) if e.is_connect() => "connect",
+        reqwest_middleware::Error::Reqwest(_) => "reqwest::Error",
+        reqwest_middleware::Error::Middleware(_) => "reqwest_middleware::Error",
+    }
+}
+
+/// The same response with its body wrapped so the attempt ends with the body. `reqwest`'s
+/// conversions through `http::Response` drop the response URL, so it is put back.
+fn wrap_response(response: reqwest::Response, attempt: Attempt) -> reqwest::Response {
+    let url = response.url().clone();
+    let (mut parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+    if let Ok(marker) = http::Response::builder().url(url).body(()) {
+        parts.extensions.extend(marker.into_parts().0.extensions);
+    }
+    let body = reqwest::Body::wrap(ResponseBody::new(body, Some(attempt)));
+    reqwest::Response::from(http::Response::from_parts(parts, body))
+}
