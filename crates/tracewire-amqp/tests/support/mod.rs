@@ -1,0 +1,206 @@
+//! Shared fixtures for the RabbitMQ tests: a real broker on 127.0.0.1:5672 (or `AMQP_ADDR`),
+//! unique queue names, and helpers to read what was captured.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Connection, ConnectionProperties};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SpanData;
+use tracewire_amqp::{TracedChannel, TracedConsumer, TracedDelivery};
+use tracewire_test::{Capture, MetricPoint};
+
+pub const DEFAULT_ADDR: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn addr() -> String {
+    std::env::var("AMQP_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "tracewire.test.{prefix}.{}.{nanos}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Connects to the broker, failing the test loudly when it is not there.
+pub async fn connect_named(name: &str) -> Connection {
+    let addr = addr();
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    match tokio::time::timeout(Duration::from_secs(15), Connection::connect(&addr, props)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(err)) => panic!(
+            "RabbitMQ is not reachable at {addr}: {err}. These tests need a running broker: \
+             run scripts/ensure-rabbitmq"
+        ),
+        Err(_) => panic!(
+            "connecting to RabbitMQ at {addr} timed out after 15 s. These tests need a running \
+             broker: run scripts/ensure-rabbitmq"
+        ),
+    }
+}
+
+pub async fn connect() -> Connection {
+    connect_named(&unique("conn")).await
+}
+
+/// A traced channel with publisher confirms on, reporting the broker address.
+pub async fn traced_channel(conn: &Connection) -> TracedChannel {
+    let channel = conn.create_channel().await.expect("create channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm_select");
+    TracedChannel::new(channel).with_server_address("127.0.0.1", 5672)
+}
+
+/// Declares a non-durable, auto-deleted queue with `args`.
+pub async fn declare_queue(channel: &lapin::Channel, name: &str, args: FieldTable) {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("declare queue {name}: {e}"));
+}
+
+/// Queue arguments that dead-letter rejected messages to `dlq` through the default exchange.
+pub fn dead_letter_to(dlq: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dlq.into()),
+    );
+    args
+}
+
+pub async fn consume(channel: &TracedChannel, queue: &str) -> TracedConsumer {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("basic_consume {queue}: {e}"))
+}
+
+/// The next delivery, within 10 s.
+pub async fn next(consumer: &mut TracedConsumer) -> TracedDelivery {
+    match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+        Ok(Some(Ok(d))) => d,
+        Ok(Some(Err(e))) => panic!("consumer error: {e}"),
+        Ok(None) => panic!("consumer ended"),
+        Err(_) => panic!("no delivery on {} within 10 s", consumer.queue()),
+    }
+}
+
+/// Starts a root INTERNAL span and returns its context (attach it to publish in its trace).
+pub fn root_span(name: &'static str) -> Context {
+    let tracer = tracewire_core::tracer();
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Internal)
+        .start_with_context(&tracer, &Context::new());
+    Context::new().with_span(span)
+}
+
+pub fn hex_trace(cx: &Context) -> String {
+    cx.span().span_context().trace_id().to_string()
+}
+
+pub fn hex_span(cx: &Context) -> String {
+    cx.span().span_context().span_id().to_string()
+}
+
+/// The value of `key` on `span`; panics listing the attributes when absent.
+pub fn attr(span: &SpanData, key: &str) -> opentelemetry::Value {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "span {:?} has no attribute {key}; it has {:?}",
+                span.name, span.attributes
+            )
+        })
+}
+
+pub fn has_attr(span: &SpanData, key: &str) -> bool {
+    span.attributes.iter().any(|kv| kv.key.as_str() == key)
+}
+
+pub fn s(v: &str) -> opentelemetry::Value {
+    opentelemetry::Value::from(v.to_owned())
+}
+
+pub fn i(v: i64) -> opentelemetry::Value {
+    opentelemetry::Value::I64(v)
+}
+
+pub fn b(v: bool) -> opentelemetry::Value {
+    opentelemetry::Value::Bool(v)
+}
+
+/// Points of metric `name` whose attributes include every pair in `with`.
+pub fn points(capture: &Capture, name: &str, with: &[(&str, &str)]) -> Vec<MetricPoint> {
+    capture
+        .metric(name)
+        .into_iter()
+        .filter(|p| with.iter().all(|(k, v)| p.attr(k) == Some(*v)))
+        .collect()
+}
+
+/// The summed value (sums) or count (histograms) of the points of `name` matching `with`.
+pub fn total(capture: &Capture, name: &str, with: &[(&str, &str)]) -> f64 {
+    points(capture, name, with)
+        .iter()
+        .map(MetricPoint::count_or_value)
+        .sum()
+}
+
+/// Sorted `key=value` text of a span's attributes, for whole-set comparisons.
+pub fn attr_set(kvs: &[KeyValue]) -> Vec<String> {
+    let mut v: Vec<String> = kvs
+        .iter()
+        .map(|kv| format!("{}={}", kv.key, kv.value))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn long(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v))
+}
+
+/// The text of a long-string or byte-array header.
+pub fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
+        other => Some(format!("{other:?}")),
+    }
+}
