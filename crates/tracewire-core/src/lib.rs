@@ -18,11 +18,13 @@
 pub mod attributes;
 pub mod context;
 pub mod error;
+pub mod event;
 pub mod logs;
 pub mod messaging;
 pub mod metrics;
 pub mod propagation;
 pub mod redact;
+pub mod traced;
 
 pub use context::RequestId;
 

@@ -1,0 +1,591 @@
+//! Runtime support of the `#[traced]` attribute.
+//!
+//! Every function annotated with `#[traced]` gets one [`CallSite`] in a `static`: its span name,
+//! the `code.*` attributes and the metric attributes are `&'static str` values fixed at compile
+//! time, and the tracer and instruments are looked up once, on the first call. Each call then
+//! starts a span ([`CallSite::start`]) and holds a [`SpanGuard`] that ends it exactly once:
+//!
+//! - [`SpanGuard::finish`] after the body returned (an `Err` was recorded before with
+//!   [`SpanGuard::record_error`]);
+//! - in `Drop` otherwise: while a panic unwinds (status Error, `error.type = "panic"`), or
+//!   because the future running the body was dropped before completing (the span gets
+//!   [`CANCELLED`]` = true`, its status stays unset).
+//!
+//! Async bodies run inside [`Instrumented`], which attaches the span's context on every poll so
+//! nested `#[traced]` calls and `tracing` events inside see it.
+//!
+//! # Metrics
+//!
+//! Names and attributes follow the autometrics specification, so its dashboards and alert rules
+//! work unchanged:
+//!
+//! | instrument | kind | attributes |
+//! |---|---|---|
+//! | `function.calls` | counter | `function`, `module`, `result` (`ok` or `error`) |
+//! | `function.calls.duration` | histogram, seconds | `function`, `module` |
+//! | `function.calls.concurrent` | up-down counter | `function`, `module` |
+//!
+//! A call whose future is dropped before completion leaves the in-flight count like every call
+//! does, but adds no `function.calls` or duration sample: it has no result.
+//!
+//! The tracer and the instruments come from the global providers at the time of the first
+//! call of each function: install the providers (`tracewire::init()`) before calling
+//! instrumented code.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, ContextGuard, KeyValue, Value};
+
+use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE, ERROR_TYPE, EXCEPTION_EVENT};
+use crate::attributes::{EXCEPTION_MESSAGE, EXCEPTION_TYPE};
+
+/// Set to `true` on the span of a call whose future was dropped before it completed.
+pub const CANCELLED: &str = "tracewire.cancelled";
+
+/// `error.type` of a call that panicked.
+pub const PANIC_ERROR_TYPE: &str = "panic";
+
+/// Name of the calls counter.
+pub const CALLS: &str = "function.calls";
+/// Name of the duration histogram (seconds).
+pub const CALLS_DURATION: &str = "function.calls.duration";
+/// Name of the in-flight up-down counter.
+pub const CALLS_CONCURRENT: &str = "function.calls.concurrent";
+/// Attribute of the function metrics: the function's name.
+pub const FUNCTION: &str = "function";
+/// Attribute of the function metrics: the function's module path.
+pub const MODULE: &str = "module";
+/// Attribute of `function.calls`: `ok` or `error`.
+pub const RESULT: &str = "result";
+
+/// The span kind of a call site, as written in `#[traced(kind = ...)]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `kind = internal` (the default).
+    Internal,
+    /// `kind = client`.
+    Client,
+    /// `kind = server`.
+    Server,
+    /// `kind = producer`.
+    Producer,
+    /// `kind = consumer`.
+    Consumer,
+}
+
+impl Kind {
+    fn span_kind(self) -> SpanKind {
+        match self {
+            Kind::Internal => SpanKind::Internal,
+            Kind::Client => SpanKind::Client,
+            Kind::Server => SpanKind::Server,
+            Kind::Producer => SpanKind::Producer,
+            Kind::Consumer => SpanKind::Consumer,
+        }
+    }
+}
+
+/// The instruments shared by every `#[traced]` function (built once per process).
+struct Instruments {
+    calls: Counter<u64>,
+    duration: Histogram<f64>,
+    concurrent: UpDownCounter<i64>,
+}
+
+fn instruments() -> &'static Instruments {
+    static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        let meter = crate::metrics::meter();
+        Instruments {
+            calls: meter
+                .u64_counter(CALLS)
+                .with_unit("{call}")
+                .with_description("Calls of instrumented functions, by result")
+                .build(),
+            duration: crate::metrics::duration_histogram(
+                &meter,
+                CALLS_DURATION,
+                "Duration of calls of instrumented functions",
+            ),
+            concurrent: meter
+                .i64_up_down_counter(CALLS_CONCURRENT)
+                .with_unit("{call}")
+                .with_description("Calls of instrumented functions in flight")
+                .build(),
+        }
+    })
+}
+
+/// What a call site computes on its first call.
+struct SiteState {
+    tracer: BoxedTracer,
+    metrics: Option<SiteMetrics>,
+}
+
+struct SiteMetrics {
+    instruments: &'static Instruments,
+    ok: [KeyValue; 3],
+    error: [KeyValue; 3],
+    base: [KeyValue; 2],
+}
+
+/// One `#[traced]` function: built by the macro as a `static`, so everything that does not
+/// change between calls is computed once.
+pub struct CallSite {
+    name: &'static str,
+    function: &'static str,
+    qualified: &'static str,
+    module: &'static str,
+    kind: Kind,
+    metrics: bool,
+    state: OnceLock<SiteState>,
+}
+
+impl fmt::Debug for CallSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallSite")
+            .field("name", &self.name)
+            .field("function", &self.function)
+            .field("qualified", &self.qualified)
+            .field("module", &self.module)
+            .field("kind", &self.kind)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallSite {
+    /// A call site: span `name`, function `function` (its bare name, for the metrics),
+    /// `qualified` (`module::function`, for `code.function.name`) in `module`.
+    pub const fn new(
+        name: &'static str,
+        function: &'static str,
+        qualified: &'static str,
+        module: &'static str,
+        kind: Kind,
+        metrics: bool,
+    ) -> Self {
+        Self {
+            name,
+            function,
+            qualified,
+            module,
+            kind,
+            metrics,
+            state: OnceLock::new(),
+        }
+    }
+
+    /// The span name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn state(&self) -> &SiteState {
+        self.state.get_or_init(|| SiteState {
+            tracer: crate::tracer(),
+            metrics: self.metrics.then(|| {
+                let function = KeyValue::new(FUNCTION, self.function);
+                let module = KeyValue::new(MODULE, self.module);
+                SiteMetrics {
+                    instruments: instruments(),
+                    ok: [
+                        function.clone(),
+                        module.clone(),
+                        KeyValue::new(RESULT, "ok"),
+                    ],
+                    error: [
+                        function.clone(),
+                        module.clone(),
+                        KeyValue::new(RESULT, "error"),
+                    ],
+                    base: [function, module],
+                }
+            }),
+        })
+    }
+
+    /// Starts the span of one call as a child of the current context, and counts the call in
+    /// flight. The returned guard ends both.
+    pub fn start(&'static self) -> SpanGuard {
+        let state = self.state();
+        let builder = state
+            .tracer
+            .span_builder(Cow::Borrowed(self.name))
+            .with_kind(self.kind.span_kind());
+        let span = Context::map_current(|parent| state.tracer.build_with_context(builder, parent));
+        let cx = Context::current_with_span(span);
+        let recording = cx.span().is_recording();
+        if recording {
+            cx.span().set_attributes([
+                KeyValue::new(CODE_FUNCTION_NAME, self.qualified),
+                KeyValue::new(CODE_NAMESPACE, self.module),
+            ]);
+        }
+        let start = match &state.metrics {
+            Some(m) => {
+                m.instruments.concurrent.add(1, &m.base);
+                Some(Instant::now())
+            }
+            None => None,
+        };
+        SpanGuard {
+            cx,
+            site: self,
+            start,
+            recording,
+            outcome: Outcome::Running,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Running,
+    Ok,
+    Error,
+    Panicked,
+}
+
+/// The span of one call of a `#[traced]` function. Ends the span exactly once: in
+/// [`finish`](Self::finish), or in `Drop` (panic or cancellation).
+pub struct SpanGuard {
+    cx: Context,
+    site: &'static CallSite,
+    start: Option<Instant>,
+    recording: bool,
+    outcome: Outcome,
+}
+
+impl fmt::Debug for SpanGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanGuard")
+            .field("site", &self.site.name)
+            .field("recording", &self.recording)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanGuard {
+    /// Whether the span records attributes (it was sampled): `fields(...)` are evaluated only
+    /// then.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// The context holding this call's span.
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// Sets attributes on the span (no-op when it is not recording).
+    pub fn set_attributes<I: IntoIterator<Item = KeyValue>>(&self, attributes: I) {
+        if self.recording {
+            self.cx.span().set_attributes(attributes);
+        }
+    }
+
+    /// Attaches the span's context to the current thread until the returned guard is dropped
+    /// (synchronous bodies).
+    pub fn enter(&self) -> ContextGuard {
+        self.cx.clone().attach()
+    }
+
+    /// Records that the call returned an error: status Error with `message`, `error.type` and
+    /// an `exception` event.
+    pub fn record_error(&mut self, error_type: &'static str, message: Option<String>) {
+        self.outcome = Outcome::Error;
+        if !self.recording {
+            return;
+        }
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+        let mut attributes = vec![KeyValue::new(EXCEPTION_TYPE, error_type)];
+        let description = match message {
+            Some(message) => {
+                attributes.push(KeyValue::new(
+                    EXCEPTION_MESSAGE,
+                    Value::from(message.clone()),
+                ));
+                message
+            }
+            None => String::new(),
+        };
+        span.add_event(EXCEPTION_EVENT, attributes);
+        span.set_status(Status::error(description));
+    }
+
+    /// Ends the span after the body returned (as an error when
+    /// [`record_error`](Self::record_error) was called).
+    pub fn finish(mut self) {
+        if self.outcome == Outcome::Running {
+            self.outcome = Outcome::Ok;
+        }
+        // `Drop` does the rest.
+    }
+
+    fn mark_panicked(&mut self) {
+        self.outcome = Outcome::Panicked;
+    }
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        let mut outcome = self.outcome;
+        if outcome == Outcome::Running && std::thread::panicking() {
+            outcome = Outcome::Panicked;
+        }
+        let span = self.cx.span();
+        match outcome {
+            Outcome::Panicked if self.recording => {
+                span.set_attribute(KeyValue::new(ERROR_TYPE, PANIC_ERROR_TYPE));
+                span.set_status(Status::error("panicked"));
+            }
+            Outcome::Running if self.recording => {
+                span.set_attribute(KeyValue::new(CANCELLED, true));
+            }
+            _ => {}
+        }
+        span.end();
+        if let (Some(start), Some(m)) = (self.start, &self.site.state().metrics) {
+            m.instruments.concurrent.add(-1, &m.base);
+            let attributes = match outcome {
+                Outcome::Ok => &m.ok,
+                Outcome::Error | Outcome::Panicked => &m.error,
+                Outcome::Running => return,
+            };
+            m.instruments.calls.add(1, attributes);
+            m.instruments
+                .duration
+                .record(start.elapsed().as_secs_f64(), &m.base);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an async `#[traced]` body: attaches the span's context on every poll and
+    /// resolves to the body's output together with the [`SpanGuard`], so the caller can record
+    /// the result before the span ends. Dropped before completion, it ends the span as
+    /// cancelled.
+    pub struct Instrumented<F> {
+        #[pin]
+        inner: F,
+        guard: Option<SpanGuard>,
+    }
+}
+
+impl<F> fmt::Debug for Instrumented<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Instrumented<F> {
+    /// Runs `inner` under `guard`'s span.
+    pub fn new(inner: F, guard: SpanGuard) -> Self {
+        Self {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// Marks the guard as panicked when a poll of the body unwinds, whoever drops the future later.
+struct PanicSentinel<'a>(&'a mut Option<SpanGuard>);
+
+impl Drop for PanicSentinel<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(guard) = self.0.as_mut()
+        {
+            guard.mark_panicked();
+        }
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = (F::Output, SpanGuard);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(guard) = this.guard.as_ref() else {
+            // Polled after completion: there is nothing left to run.
+            return Poll::Pending;
+        };
+        let _attached = guard.cx.clone().attach();
+        let sentinel = PanicSentinel(this.guard);
+        let output = match this.inner.poll(cx) {
+            Poll::Ready(output) => output,
+            Poll::Pending => return Poll::Pending,
+        };
+        match sentinel.0.take() {
+            Some(guard) => Poll::Ready((output, guard)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The short type name of an error value, for `error.type`.
+pub fn error_type<E: ?Sized>(_: &E) -> &'static str {
+    crate::error::short_type_name::<E>()
+}
+
+/// Borrowed error value; the `Via*` traits pick its message by what it implements (`Display`,
+/// else `Debug`, else nothing) through method resolution on `&&&ErrorRef(e)`.
+#[derive(Debug)]
+pub struct ErrorRef<'a, E: ?Sized>(pub &'a E);
+
+/// Message of an error implementing `Display`.
+pub trait ViaDisplay {
+    /// The message.
+    fn tracewire_message(&self) -> Option<String>;
+}
+
+impl<E: fmt::Display + ?Sized> ViaDisplay for &&ErrorRef<'_, E> {
+    fn tracewire_message(&self) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}
+
+/// Message of an error implementing only `Debug`.
+pub trait ViaDebug {
+    /// The message.
+    fn tracewire_message(&self) -> Option<String>;
+}
+
+impl<E: fmt::Debug + ?Sized> ViaDebug for &ErrorRef<'_, E> {
+    fn tracewire_message(&self) -> Option<String> {
+        Some(format!("{:?}", self.0))
+    }
+}
+
+/// No message for an error implementing neither `Display` nor `Debug`.
+pub trait ViaNothing {
+    /// `None`.
+    fn tracewire_message(&self) -> Option<String>;
+}
+
+impl<E: ?Sized> ViaNothing for ErrorRef<'_, E> {
+    fn tracewire_message(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A value `#[traced(fields(key = value))]` can record as a span attribute.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be recorded as a span field",
+    label = "not an integer, float, bool or string",
+    note = "record a text form instead, e.g. `field = value.to_string()`"
+)]
+pub trait FieldValue {
+    /// The attribute value.
+    fn to_field_value(&self) -> Value;
+}
+
+macro_rules! int_field {
+    ($($t:ty),*) => {$(
+        impl FieldValue for $t {
+            fn to_field_value(&self) -> Value {
+                Value::I64(i64::from(*self))
+            }
+        }
+    )*};
+}
+int_field!(i8, i16, i32, i64, u8, u16, u32);
+
+macro_rules! wide_int_field {
+    ($($t:ty),*) => {$(
+        impl FieldValue for $t {
+            fn to_field_value(&self) -> Value {
+                match i64::try_from(*self) {
+                    Ok(v) => Value::I64(v),
+                    Err(_) => Value::from(self.to_string()),
+                }
+            }
+        }
+    )*};
+}
+wide_int_field!(u64, usize, isize, i128, u128);
+
+impl FieldValue for f64 {
+    fn to_field_value(&self) -> Value {
+        Value::F64(*self)
+    }
+}
+
+impl FieldValue for f32 {
+    fn to_field_value(&self) -> Value {
+        Value::F64(f64::from(*self))
+    }
+}
+
+impl FieldValue for bool {
+    fn to_field_value(&self) -> Value {
+        Value::Bool(*self)
+    }
+}
+
+impl FieldValue for str {
+    fn to_field_value(&self) -> Value {
+        Value::from(self.to_owned())
+    }
+}
+
+impl FieldValue for String {
+    fn to_field_value(&self) -> Value {
+        Value::from(self.clone())
+    }
+}
+
+impl FieldValue for Cow<'_, str> {
+    fn to_field_value(&self) -> Value {
+        Value::from(self.clone().into_owned())
+    }
+}
+
+impl FieldValue for std::sync::Arc<str> {
+    fn to_field_value(&self) -> Value {
+        Value::from(self.clone())
+    }
+}
+
+impl FieldValue for Value {
+    fn to_field_value(&self) -> Value {
+        self.clone()
+    }
+}
+
+impl<T: FieldValue + ?Sized> FieldValue for &T {
+    fn to_field_value(&self) -> Value {
+        (**self).to_field_value()
+    }
+}
+
+impl<T: FieldValue + ?Sized> FieldValue for &mut T {
+    fn to_field_value(&self) -> Value {
+        (**self).to_field_value()
+    }
+}
+
+impl<T: FieldValue + ?Sized> FieldValue for Box<T> {
+    fn to_field_value(&self) -> Value {
+        (**self).to_field_value()
+    }
+}
+
+/// The attribute value of a `fields(...)` entry.
+pub fn field_value<T: FieldValue + ?Sized>(value: &T) -> Value {
+    value.to_field_value()
+}
