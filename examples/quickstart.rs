@@ -1,1 +1,100 @@
-fn main() {}
+//! Quickstart: an axum service instrumented with one call and one layer.
+//!
+//! ```sh
+//! cargo run --example quickstart
+//! curl -i -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
+//!     127.0.0.1:3000/users/7
+//! curl 127.0.0.1:3000/metrics
+//! ```
+//!
+//! Serves on `LISTEN_ADDR` (default `127.0.0.1:3000`): `GET /users/{id}`, `GET /fail` (500),
+//! `GET /metrics`. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
+//! Stops gracefully on SIGINT or SIGTERM, flushing telemetry.
+
+use std::net::SocketAddr;
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+async fn get_user(Path(id): Path<u64>) -> Json<User> {
+    tracing::info!(user_id = id, "loading user");
+    Json(User {
+        id,
+        name: format!("user-{id}"),
+    })
+}
+
+async fn fail() -> (StatusCode, &'static str) {
+    tracing::error!(reason = "database unavailable", "cannot serve request");
+    (StatusCode::INTERNAL_SERVER_ERROR, "database unavailable\n")
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let telemetry = match tracewire::builder()
+        .service_version(env!("CARGO_PKG_VERSION"))
+        .init()
+    {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("quickstart: cannot set up telemetry: {error}");
+            std::process::exit(2);
+        }
+    };
+
+    let app = Router::new()
+        .route("/users/{id}", get(get_user))
+        .route("/fail", get(fail))
+        .route_service("/metrics", telemetry.metrics_service())
+        .layer(tracewire::http::ServerLayer::new());
+
+    let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "quickstart listening");
+
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+
+    tracing::info!("shutting down, flushing telemetry");
+    // An unreachable collector is reported, not fatal: the service itself stopped cleanly.
+    if let Err(error) = telemetry.shutdown() {
+        tracing::warn!(%error, "telemetry could not be flushed");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

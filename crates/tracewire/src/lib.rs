@@ -1,4 +1,78 @@
-//! tracewire facade (in progress): `init()`, the builder, and re-exports.
+//! # tracewire
+//!
+//! Observability for Rust services with almost no code. One call sets up traces, metrics and
+//! JSON logs; one layer instruments an axum router; one attribute instruments a function;
+//! wrapped lapin and rdkafka clients carry the trace through RabbitMQ and Kafka.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//!
+//! async fn get_user() -> &'static str {
+//!     tracing::info!("loading user"); // this line carries the request's trace id
+//!     "{}"
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let telemetry = tracewire::init()?; // OTEL_* variables; flushes on drop
+//!     let app = Router::new()
+//!         .route("/users/{id}", get(get_user))
+//!         .route_service("/metrics", telemetry.metrics_service())
+//!         .layer(tracewire::http::ServerLayer::new());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! What [`init`] configures, and the variables it reads, is described on [`Builder`]; the
+//! attributes, metric names and log schema are listed in `docs/conventions.md`.
+//!
+//! ## Features
+//! - `http` (default): [`http::ServerLayer`] and the client layer.
+//! - `macros`: `#[traced]` and `#[derive(Event)]`.
+//! - `amqp`: RabbitMQ instrumentation for lapin.
+//! - `kafka`: Kafka instrumentation for rdkafka.
+//! - `full`: all of the above.
+
+mod init;
+mod metrics_service;
+mod resource;
+
+pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
+pub use metrics_service::MetricsService;
+
+pub use tracewire_core::RequestId;
+pub use tracewire_core::context::in_current_context;
+
+/// Logging pieces, for users who assemble their own `tracing` subscriber.
+pub mod logs {
+    pub use tracewire_core::logs::JsonLayer;
+}
+
+/// The redaction policy: sensitive header names and helpers.
+pub mod redact {
+    pub use tracewire_core::redact::*;
+}
+
+/// Propagation helpers (extract/inject through the configured propagator).
+pub mod propagation {
+    pub use tracewire_core::propagation::*;
+}
+
+/// The OpenTelemetry API crate tracewire is built on, re-exported so users need no second
+/// version in their tree.
+pub use opentelemetry;
+
+/// Spawns `future` on the current tokio runtime with the caller's OpenTelemetry context
+/// attached, so its spans and log lines stay in the caller's trace.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(in_current_context(future))
+}
 
 #[cfg(feature = "http")]
 pub use tracewire_http as http;

@@ -1,0 +1,610 @@
+//! `tracewire::init()`: one call that wires traces, metrics and logs.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::{KeyValue, global};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracewire_core::logs::JsonLayer;
+use tracewire_core::redact::SensitiveHeaders;
+
+use crate::MetricsService;
+
+/// Sets up traces, metrics and logs from the standard `OTEL_*` environment variables, with
+/// the defaults described on [`Builder`]. Same as `tracewire::builder().init()`.
+///
+/// Keep the returned [`Telemetry`] alive for the life of the program: dropping it flushes
+/// and shuts the pipeline down.
+pub fn init() -> Result<Telemetry, InitError> {
+    builder().init()
+}
+
+/// A [`Builder`] to override the environment in code.
+pub fn builder() -> Builder {
+    Builder::default()
+}
+
+/// Why the pipeline could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// An OTLP exporter rejected its configuration (endpoint, headers, …).
+    #[error("cannot build the OTLP {signal} exporter: {source}")]
+    Exporter {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// What the exporter said.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// `OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL` holds a value tracewire does not export with.
+    #[error(
+        "{variable}={value:?} is not supported: use `grpc` or `http/protobuf` (the default)"
+    )]
+    UnsupportedProtocol {
+        /// The variable read.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// OTLP over gRPC needs a tokio runtime to drive its connection.
+    #[error(
+        "OTLP over gRPC needs a tokio runtime: call tracewire::init() inside #[tokio::main] (or Runtime::enter), or use OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+    )]
+    NoRuntime,
+    /// The Prometheus reader could not be created.
+    #[error("cannot set up the Prometheus exporter: {0}")]
+    Prometheus(String),
+    /// `RUST_LOG` (or the filter given to the builder) does not parse.
+    #[error("invalid log filter {filter:?}: {message}")]
+    LogFilter {
+        /// The filter text.
+        filter: String,
+        /// The parse error.
+        message: String,
+    },
+    /// A global `tracing` subscriber was installed before `init()`.
+    #[error(
+        "a global tracing subscriber is already installed: build with `.without_logs()` and add `tracewire::logs::JsonLayer` to your subscriber instead"
+    )]
+    SubscriberAlreadySet,
+}
+
+/// Transport of the OTLP exporters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318 by convention).
+    HttpProtobuf,
+}
+
+/// Configuration of the telemetry pipeline. Every setting left alone follows the standard
+/// OpenTelemetry environment variables:
+///
+/// | setting | environment | default |
+/// |---|---|---|
+/// | service name | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | the executable's name |
+/// | resource | `OTEL_RESOURCE_ATTRIBUTES` | `service.instance.id`, `host.name`, `process.pid` |
+/// | OTLP export | `OTEL_EXPORTER_OTLP_[TRACES_\|METRICS_]ENDPOINT` | off when no endpoint is set |
+/// | OTLP transport | `OTEL_EXPORTER_OTLP_[TRACES_\|METRICS_]PROTOCOL` | `http/protobuf` |
+/// | sampler | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` |
+/// | metric export interval | `OTEL_METRIC_EXPORT_INTERVAL` | 60 s |
+/// | exporters off | `OTEL_TRACES_EXPORTER=none`, `OTEL_METRICS_EXPORTER=none` | on |
+/// | log filter | `RUST_LOG` | `info` |
+///
+/// Spans are exported in batches on a background thread through a bounded queue: when the
+/// collector is down, spans are dropped (and counted in
+/// `tracewire.export.failed_spans`), memory stays bounded and requests are not slowed.
+///
+/// ```no_run
+/// # fn main() -> Result<(), tracewire::InitError> {
+/// let telemetry = tracewire::builder()
+///     .service_name("checkout")
+///     .service_version(env!("CARGO_PKG_VERSION"))
+///     .init()?;
+/// # Ok(()) }
+/// ```
+pub struct Builder {
+    service_name: Option<String>,
+    service_version: Option<String>,
+    attributes: Vec<KeyValue>,
+    sampler: Option<Sampler>,
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<OtlpProtocol>,
+    otlp: bool,
+    prometheus: bool,
+    logs: bool,
+    log_filter: Option<String>,
+    log_writer: Option<BoxMakeWriter>,
+    metric_interval: Option<Duration>,
+    sensitive: SensitiveHeaders,
+    propagator: Option<Box<dyn TextMapPropagator + Send + Sync>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("service_name", &self.service_name)
+            .field("service_version", &self.service_version)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("otlp_protocol", &self.otlp_protocol)
+            .field("otlp", &self.otlp)
+            .field("prometheus", &self.prometheus)
+            .field("logs", &self.logs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            service_name: None,
+            service_version: None,
+            attributes: Vec::new(),
+            sampler: None,
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            otlp: true,
+            prometheus: true,
+            logs: true,
+            log_filter: None,
+            log_writer: None,
+            metric_interval: None,
+            sensitive: SensitiveHeaders::default(),
+            propagator: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Sets `service.name` (wins over `OTEL_SERVICE_NAME`).
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// Sets `service.version`; pass `env!("CARGO_PKG_VERSION")`.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.service_version = Some(version.into());
+        self
+    }
+
+    /// Adds a resource attribute.
+    pub fn resource_attribute(mut self, attribute: KeyValue) -> Self {
+        self.attributes.push(attribute);
+        self
+    }
+
+    /// Uses `sampler` instead of the one `OTEL_TRACES_SAMPLER` describes.
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = Some(sampler);
+        self
+    }
+
+    /// Exports traces and metrics over OTLP to `endpoint` (`http://host:port`), whatever
+    /// the environment says.
+    pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.otlp_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Chooses the OTLP transport, whatever the environment says.
+    pub fn otlp_protocol(mut self, protocol: OtlpProtocol) -> Self {
+        self.otlp_protocol = Some(protocol);
+        self
+    }
+
+    /// Never exports over OTLP, even when the environment names an endpoint.
+    pub fn without_otlp(mut self) -> Self {
+        self.otlp = false;
+        self
+    }
+
+    /// Does not set up the Prometheus reader ([`Telemetry::metrics_service`] answers 404).
+    pub fn without_prometheus(mut self) -> Self {
+        self.prometheus = false;
+        self
+    }
+
+    /// Does not install a global `tracing` subscriber (add [`JsonLayer`] to yours).
+    pub fn without_logs(mut self) -> Self {
+        self.logs = false;
+        self
+    }
+
+    /// The log filter used when `RUST_LOG` is not set (default `info`).
+    pub fn log_filter(mut self, filter: impl Into<String>) -> Self {
+        self.log_filter = Some(filter.into());
+        self
+    }
+
+    /// Writes JSON log lines to `make_writer` instead of standard output.
+    pub fn log_writer<W>(mut self, make_writer: W) -> Self
+    where
+        W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    {
+        self.log_writer = Some(BoxMakeWriter::new(make_writer));
+        self
+    }
+
+    /// Exports metrics over OTLP every `interval` (default: `OTEL_METRIC_EXPORT_INTERVAL`,
+    /// else 60 s).
+    pub fn metric_export_interval(mut self, interval: Duration) -> Self {
+        self.metric_interval = Some(interval);
+        self
+    }
+
+    /// Field names whose values the JSON logs redact (default: the sensitive headers).
+    pub fn sensitive_fields(mut self, sensitive: SensitiveHeaders) -> Self {
+        self.sensitive = sensitive;
+        self
+    }
+
+    /// Propagates with `propagator` instead of W3C trace context + baggage.
+    pub fn propagator(mut self, propagator: impl TextMapPropagator + Send + Sync + 'static) -> Self {
+        self.propagator = Some(Box::new(propagator));
+        self
+    }
+
+    /// Builds the pipeline and installs it globally.
+    pub fn init(self) -> Result<Telemetry, InitError> {
+        let resource = crate::resource::build(
+            self.service_name.as_deref(),
+            self.service_version.as_deref(),
+            &self.attributes,
+        );
+
+        let failed_spans = Arc::new(AtomicU64::new(0));
+        let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
+        if let Some(sampler) = self.sampler {
+            tracer_builder = tracer_builder.with_sampler(sampler);
+        }
+        let otlp_traces = self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
+        if otlp_traces {
+            let exporter = span_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
+            tracer_builder = tracer_builder.with_batch_exporter(CountingExporter {
+                inner: exporter,
+                failed: failed_spans.clone(),
+            });
+        }
+        let tracer_provider = tracer_builder.build();
+
+        let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
+        let otlp_metrics =
+            self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Metrics);
+        if otlp_metrics {
+            let exporter = metric_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
+            let mut reader = PeriodicReader::builder(exporter);
+            if let Some(interval) = self.metric_interval {
+                reader = reader.with_interval(interval);
+            }
+            meter_builder = meter_builder.with_reader(reader.build());
+        }
+        let registry = if self.prometheus {
+            let registry = prometheus::Registry::new();
+            let exporter = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .build()
+                .map_err(|e| InitError::Prometheus(e.to_string()))?;
+            meter_builder = meter_builder.with_reader(exporter);
+            Some(registry)
+        } else {
+            None
+        };
+        let meter_provider = meter_builder.build();
+
+        if self.logs {
+            let filter = log_filter(self.log_filter.as_deref())?;
+            let service_name = resource
+                .get(&opentelemetry::Key::from_static_str("service.name"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let layer = JsonLayer::new()
+                .with_static_field("service.name", &service_name)
+                .with_sensitive_fields(self.sensitive.clone());
+            let result = match self.log_writer {
+                Some(writer) => tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer.with_writer(writer))
+                    .try_init(),
+                None => tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .try_init(),
+            };
+            result.map_err(|_| InitError::SubscriberAlreadySet)?;
+        }
+
+        global::set_text_map_propagator(match self.propagator {
+            Some(p) => TextMapCompositePropagator::new(vec![p]),
+            None => TextMapCompositePropagator::new(vec![
+                Box::new(TraceContextPropagator::new()),
+                Box::new(BaggagePropagator::new()),
+            ]),
+        });
+        global::set_tracer_provider(tracer_provider.clone());
+        global::set_meter_provider(meter_provider.clone());
+
+        let observed = failed_spans.clone();
+        let export_failures = tracewire_core::metrics::meter()
+            .u64_observable_counter("tracewire.export.failed_spans")
+            .with_unit("{span}")
+            .with_description("Spans the OTLP exporter could not deliver and dropped")
+            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
+            .build();
+
+        Ok(Telemetry {
+            tracer_provider,
+            meter_provider,
+            registry,
+            resource,
+            failed_spans,
+            otlp_traces,
+            otlp_metrics,
+            _export_failures: export_failures,
+            shut_down: false,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+        }
+    }
+
+    fn endpoint_var(self) -> &'static str {
+        match self {
+            Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        }
+    }
+
+    fn protocol_var(self) -> &'static str {
+        match self {
+            Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        }
+    }
+
+    fn exporter_var(self) -> &'static str {
+        match self {
+            Signal::Traces => "OTEL_TRACES_EXPORTER",
+            Signal::Metrics => "OTEL_METRICS_EXPORTER",
+        }
+    }
+}
+
+fn env_nonempty(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn signal_enabled(endpoint: Option<&str>, signal: Signal) -> bool {
+    if env_nonempty(signal.exporter_var()).is_some_and(|v| v.trim() == "none") {
+        return false;
+    }
+    endpoint.is_some()
+        || env_nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || env_nonempty(signal.endpoint_var()).is_some()
+}
+
+fn protocol(explicit: Option<OtlpProtocol>, signal: Signal) -> Result<OtlpProtocol, InitError> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    for var in [signal.protocol_var(), "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Some(value) = env_nonempty(var) {
+            return match value.trim() {
+                "grpc" => Ok(OtlpProtocol::Grpc),
+                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+                _ => Err(InitError::UnsupportedProtocol {
+                    variable: var,
+                    value,
+                }),
+            };
+        }
+    }
+    Ok(OtlpProtocol::HttpProtobuf)
+}
+
+fn span_exporter(
+    endpoint: Option<&str>,
+    explicit: Option<OtlpProtocol>,
+) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
+    let err = |source| InitError::Exporter {
+        signal: Signal::Traces.name(),
+        source,
+    };
+    match protocol(explicit, Signal::Traces)? {
+        OtlpProtocol::Grpc => {
+            tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_protocol(Protocol::Grpc);
+            if let Some(ep) = endpoint {
+                b = b.with_endpoint(ep);
+            }
+            b.build().map_err(err)
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary);
+            if let Some(ep) = endpoint {
+                b = b.with_endpoint(format!("{}/v1/traces", ep.trim_end_matches('/')));
+            }
+            b.build().map_err(err)
+        }
+    }
+}
+
+fn metric_exporter(
+    endpoint: Option<&str>,
+    explicit: Option<OtlpProtocol>,
+) -> Result<opentelemetry_otlp::MetricExporter, InitError> {
+    let err = |source| InitError::Exporter {
+        signal: Signal::Metrics.name(),
+        source,
+    };
+    match protocol(explicit, Signal::Metrics)? {
+        OtlpProtocol::Grpc => {
+            tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
+            let mut b = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_protocol(Protocol::Grpc);
+            if let Some(ep) = endpoint {
+                b = b.with_endpoint(ep);
+            }
+            b.build().map_err(err)
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let mut b = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary);
+            if let Some(ep) = endpoint {
+                b = b.with_endpoint(format!("{}/v1/metrics", ep.trim_end_matches('/')));
+            }
+            b.build().map_err(err)
+        }
+    }
+}
+
+fn log_filter(default: Option<&str>) -> Result<EnvFilter, InitError> {
+    let (text, from_env) = match env_nonempty("RUST_LOG") {
+        Some(v) => (v, true),
+        None => (default.unwrap_or("info").to_owned(), false),
+    };
+    EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| InitError::LogFilter {
+            filter: if from_env {
+                format!("RUST_LOG={text}")
+            } else {
+                text.clone()
+            },
+            message: e.to_string(),
+        })
+}
+
+/// Counts spans an exporter failed to deliver (the batch processor drops them).
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    failed: Arc<AtomicU64>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        if result.is_err() {
+            self.failed.fetch_add(n, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The running pipeline. Dropping it (or calling [`Telemetry::shutdown`]) flushes pending
+/// spans and metrics and shuts the exporters down.
+pub struct Telemetry {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    registry: Option<prometheus::Registry>,
+    resource: Resource,
+    failed_spans: Arc<AtomicU64>,
+    otlp_traces: bool,
+    otlp_metrics: bool,
+    _export_failures: opentelemetry::metrics::ObservableCounter<u64>,
+    shut_down: bool,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("resource", &self.resource)
+            .field("otlp_traces", &self.otlp_traces)
+            .field("otlp_metrics", &self.otlp_metrics)
+            .field("prometheus", &self.registry.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// A tower service rendering the metrics in Prometheus text format, to mount at
+    /// `/metrics`.
+    pub fn metrics_service(&self) -> MetricsService {
+        MetricsService::new(self.registry.clone())
+    }
+
+    /// The resource the pipeline reports under.
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+
+    /// Whether traces / metrics are exported over OTLP.
+    pub fn otlp_enabled(&self) -> (bool, bool) {
+        (self.otlp_traces, self.otlp_metrics)
+    }
+
+    /// Spans dropped because the exporter could not deliver them.
+    pub fn failed_spans(&self) -> u64 {
+        self.failed_spans.load(Ordering::Relaxed)
+    }
+
+    /// Exports everything pending now (blocks until the exporters answer or time out).
+    pub fn flush(&self) {
+        let _ = self.tracer_provider.force_flush();
+        let _ = self.meter_provider.force_flush();
+    }
+
+    /// Flushes and shuts the pipeline down; reports the first error.
+    pub fn shutdown(mut self) -> Result<(), opentelemetry_sdk::error::OTelSdkError> {
+        self.shut_down = true;
+        let traces = self.tracer_provider.shutdown();
+        let metrics = self.meter_provider.shutdown();
+        traces.and(metrics)
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if !self.shut_down {
+            self.shut_down = true;
+            let _ = self.tracer_provider.shutdown();
+            let _ = self.meter_provider.shutdown();
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The quickstart binary, run as a user runs it: real process, real sockets, `OTEL_*`
+//! environment, an OTLP receiver decoding what arrives, SIGTERM to stop.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{PARENT_ID, TRACE_ID, TRACEPARENT, get, trace_id_of};
+use serde_json::Value;
+use tracewire_test::OtlpReceiver;
+
+struct Quickstart {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    addr: String,
+}
+
+impl Quickstart {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quickstart"));
+        cmd.env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the quickstart binary");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Some(addr) = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l["message"] == "quickstart listening")
+                .and_then(|l| l["addr"].as_str().map(str::to_owned))
+            {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "quickstart did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, lines, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn logs(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "quickstart ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Quickstart {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn done_when(protocol: &str) {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = if protocol == "grpc" {
+        receiver.grpc_endpoint()
+    } else {
+        receiver.http_endpoint()
+    };
+    let app = Quickstart::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_SERVICE_NAME", "quickstart-e2e"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+    ]);
+    let pid = app.child.id().to_string();
+
+    // curl -H 'traceparent: …' /users/7 answers in the same trace.
+    let answer = get(&app.url("/users/7"), &[("traceparent", TRACEPARENT)]).await;
+    assert_eq!(answer.status, 200);
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(body["id"], 7);
+    let traceparent = answer.headers["traceparent"].to_str().unwrap().to_owned();
+    assert_eq!(trace_id_of(&traceparent), TRACE_ID);
+    let server_span_id = traceparent.split('-').nth(2).unwrap().to_owned();
+
+    assert_eq!(get(&app.url("/fail"), &[]).await.status, 500);
+
+    // /metrics shows the route's histogram.
+    let metrics = get(&app.url("/metrics"), &[]).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.lines().any(|l| l.starts_with("http_server_request_duration_seconds_bucket")
+            && l.contains("http_route=\"/users/{id}\"")
+            && l.contains("http_response_status_code=\"200\"")),
+        "no route histogram in /metrics:\n{}",
+        metrics.body
+    );
+    assert!(metrics.body.contains("http_server_active_requests"));
+
+    // The log lines of that request carry its trace id.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let request_logs = loop {
+        let logs: Vec<Value> = app
+            .logs()
+            .into_iter()
+            .filter(|l| l["trace_id"] == TRACE_ID)
+            .collect();
+        if logs.len() >= 2 || Instant::now() > deadline {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let handler = request_logs
+        .iter()
+        .find(|l| l["message"] == "loading user")
+        .expect("handler line");
+    assert_eq!(handler["span_id"], server_span_id.as_str());
+    assert_eq!(handler["service.name"], "quickstart-e2e");
+    assert!(handler["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        request_logs
+            .iter()
+            .any(|l| l["target"] == "tracewire::access" && l["status"] == 200)
+    );
+
+    // The exported server span has the incoming span as parent, and the resource is right.
+    let spans = receiver.wait_for_spans(3, Duration::from_secs(15)).await;
+    let server = spans
+        .iter()
+        .find(|s| s.name == "GET /users/{id}")
+        .unwrap_or_else(|| panic!("server span not exported: {spans:?}"));
+    assert_eq!(server.trace_id, TRACE_ID);
+    assert_eq!(server.parent_span_id, PARENT_ID);
+    assert_eq!(server.span_id, server_span_id);
+    assert_eq!(server.kind, 2, "SERVER");
+    assert_eq!(server.grpc, protocol == "grpc");
+    assert_eq!(server.scope, "tracewire");
+    assert_eq!(server.attributes["http.route"], "/users/{id}");
+    assert_eq!(server.resource["service.name"], "quickstart-e2e");
+    assert_eq!(server.resource["service.version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(server.resource["process.pid"], pid);
+    assert_eq!(server.resource["deployment.environment.name"], "test");
+    assert_eq!(server.resource["service.instance.id"].len(), 32);
+    assert!(!server.resource["host.name"].is_empty());
+    let fail = spans.iter().find(|s| s.name == "GET /fail").unwrap();
+    assert_eq!(fail.status_code, 2, "ERROR");
+    assert_eq!(fail.attributes["error.type"], "500");
+
+    assert!(
+        receiver
+            .wait_for_metric("http.server.request.duration", Duration::from_secs(15))
+            .await,
+        "metrics not exported over OTLP: {:?}",
+        receiver.metric_names()
+    );
+
+    let status = app.terminate();
+    assert!(status.success(), "quickstart exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_over_otlp_grpc() {
+    done_when("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_over_otlp_http_protobuf() {
+    done_when("http/protobuf").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_neither_slows_nor_breaks_the_service() {
+    // Nothing listens on port 9 (discard) here: every export fails.
+    let app = Quickstart::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+    ]);
+    for i in 0..50 {
+        let answer = get(&app.url(&format!("/users/{i}")), &[]).await;
+        assert_eq!(answer.status, 200);
+    }
+    let status = app.terminate();
+    assert!(status.success(), "quickstart exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_protocol_is_a_clear_startup_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\" is not supported"),
+        "{stderr}"
+    );
+}
