@@ -190,8 +190,10 @@ pub struct TracedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext,
     record_key: bool,
 }
 
-impl<R: AsyncRuntime> TracedConsumer<DefaultConsumerContext, R> {
-    /// Creates the consumer from `config`; `group.id` becomes `messaging.consumer.group.name`.
+impl TracedConsumer {
+    /// Creates the consumer from `config` (default context and runtime; for others, build the
+    /// `StreamConsumer` yourself and use [`new`](Self::new)); `group.id` becomes
+    /// `messaging.consumer.group.name`.
     pub fn from_config(config: &ClientConfig) -> KafkaResult<Self> {
         let consumer = StreamConsumer::from_config(config)?;
         let mut traced = Self::new(consumer);

@@ -253,8 +253,9 @@ pub struct TracedProducer<C: ClientContext + 'static = DefaultClientContext, R =
     telemetry: ProducerTelemetry,
 }
 
-impl<R: AsyncRuntime> TracedProducer<DefaultClientContext, R> {
-    /// Creates the producer from `config`.
+impl TracedProducer {
+    /// Creates the producer from `config` (default client context and runtime; for others,
+    /// build the `FutureProducer` yourself and use [`new`](Self::new)).
     pub fn from_config(config: &ClientConfig) -> KafkaResult<Self> {
         Ok(Self::new(FutureProducer::from_config(config)?))
     }

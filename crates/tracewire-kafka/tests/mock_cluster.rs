@@ -1,0 +1,171 @@
+//! The Kafka scenarios against rdkafka's in-process mock cluster (every test run), plus the
+//! failure cases only a mock broker can stage.
+
+mod support;
+
+use std::time::Duration;
+
+use opentelemetry::trace::Status;
+use rdkafka::Message;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use support::{Broker, assert_attr, attr, install, scenarios, unique, within};
+use tracewire_kafka::{TracedConsumer, TracedProducer};
+
+#[tokio::test]
+async fn produce_then_process_in_one_trace() {
+    scenarios::produce_then_process_in_one_trace(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn hand_set_traceparent_is_picked_up() {
+    scenarios::hand_set_traceparent_is_picked_up(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn bad_headers_are_survived_and_counted() {
+    scenarios::bad_headers_are_survived_and_counted(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn batch_links_every_record() {
+    scenarios::batch_links_every_record(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn retry_topic_keeps_one_trace() {
+    scenarios::retry_topic_keeps_one_trace(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn dead_letter_after_max_attempts() {
+    scenarios::dead_letter_after_max_attempts(&Broker::mock()).await;
+}
+
+/// The broker goes away after the first record: the next send fails with an error (no
+/// panic), its producer span ends with `error.type`, and every span that started has ended.
+#[tokio::test]
+async fn broker_going_away_fails_the_send_and_ends_its_span() {
+    let telemetry = install();
+    let broker = Broker::mock();
+    let topic = unique("flaky");
+    broker.create_topic(&topic, 1).await;
+    let mut config = broker.producer_config();
+    config.set("message.timeout.ms", "2000");
+    let producer = TracedProducer::from_config(&config).unwrap();
+    within(
+        30,
+        "first delivery",
+        producer.send(
+            FutureRecord::<str, str>::to(&topic).payload("one"),
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .expect("delivered while the broker is up");
+
+    broker.mock_cluster().unwrap().broker_down(1).unwrap();
+    let err = within(
+        30,
+        "the failed delivery",
+        producer.send(
+            FutureRecord::<str, str>::to(&topic).payload("two"),
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .map(|d| d.offset)
+    .expect_err("no broker to deliver to")
+    .0;
+    assert_eq!(
+        err,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+    );
+
+    let sends = telemetry.spans_named(&format!("send {topic}"));
+    assert_eq!(sends.len(), 2, "both producer spans ended");
+    assert_eq!(attr(&sends[0].attributes, "error.type"), None);
+    assert_attr(&sends[1], "error.type", "MessageTimedOut");
+    assert!(matches!(sends[1].status, Status::Error { .. }));
+    assert_eq!(attr(&sends[1].attributes, "messaging.kafka.offset"), None);
+    let failed = [
+        ("messaging.destination.name", topic.as_str()),
+        ("error.type", "MessageTimedOut"),
+    ];
+    assert_eq!(
+        telemetry.counter("messaging.client.sent.messages", &failed),
+        1
+    );
+    assert_eq!(
+        telemetry.counter(
+            "messaging.client.sent.messages",
+            &[("messaging.destination.name", topic.as_str())]
+        ),
+        2
+    );
+}
+
+/// A send future dropped before its delivery report still ends its span.
+#[tokio::test]
+async fn cancelled_send_ends_its_span() {
+    let telemetry = install();
+    let broker = Broker::mock();
+    let topic = unique("cancel");
+    broker.create_topic(&topic, 1).await;
+    broker.mock_cluster().unwrap().broker_down(1).unwrap();
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    let send = producer.send(
+        FutureRecord::<str, str>::to(&topic).payload("x"),
+        Duration::from_secs(1),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), send)
+            .await
+            .is_err(),
+        "no delivery report while the broker is down"
+    );
+    let span = telemetry.span(&format!("send {topic}"));
+    assert!(span.span_context.is_valid());
+    assert_eq!(attr(&span.attributes, "messaging.kafka.offset"), None);
+}
+
+/// The broker goes away while a consumer is reading: `recv` surfaces the error instead of
+/// hanging or panicking, and the record processed before is fully recorded.
+#[tokio::test]
+async fn broker_going_away_mid_stream_surfaces_a_consumer_error() {
+    let telemetry = install();
+    let broker = Broker::mock();
+    let topic = unique("stream");
+    broker.create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    within(
+        30,
+        "delivery",
+        producer.send(
+            FutureRecord::<str, str>::to(&topic).payload("one"),
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
+    support::assign(consumer.inner(), &[(&topic, 1)]);
+    let msg = within(30, "the record", consumer.recv()).await.unwrap();
+    let result: Result<(), std::io::Error> = consumer.process(&msg, async { Ok(()) }).await;
+    result.unwrap();
+    drop(msg);
+
+    broker.mock_cluster().unwrap().broker_down(1).unwrap();
+    let err = within(60, "a consumer error", consumer.recv())
+        .await
+        .map(|m| m.offset())
+        .expect_err("the broker is gone");
+    assert_eq!(
+        err,
+        KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown)
+    );
+    assert_eq!(telemetry.spans_named(&format!("process {topic}")).len(), 1);
+}
