@@ -310,7 +310,10 @@ async fn failed_handler_is_recorded_and_the_message_rejected() {
         &[("messaging.destination.name", queue.as_str())],
     );
     assert_eq!(processed.len(), 1);
-    assert_eq!(processed[0].attr("error.type"), Some("std::io::error::Error"));
+    assert_eq!(
+        processed[0].attr("error.type"),
+        Some("std::io::error::Error")
+    );
 
     // The rejected message is gone (no dead-letter exchange on this queue).
     let q = channel
