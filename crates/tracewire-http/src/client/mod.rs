@@ -36,7 +36,18 @@
 //! connect errors, bounded attempts, exponential backoff with jitter) does it, and
 //! [`CountResends`] adds it to any other `tower::retry` policy. For tower-http's
 //! `FollowRedirect` (outside the client layer too), [`CountRedirects`] numbers the hops.
-//! Attempts and hops of one request share one count.
+//!
+//! With both, put `FollowRedirect` outside the retry layer: it gives the request its counter
+//! before the retry layer copies it, so attempts and hops share one count (each hop retried on
+//! its own). The other way round the count restarts at the first retry. A request that
+//! already carries a [`ResendCounter`] (insert one yourself) keeps it through every layer.
+//!
+//! ```text
+//! FollowRedirectLayer(CountRedirects)
+//!   └─ RetryLayer(RetryPolicy)
+//!        └─ ClientLayer
+//!             └─ the HTTP client
+//! ```
 //!
 //! # Example
 //!

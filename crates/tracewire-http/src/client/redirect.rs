@@ -25,11 +25,19 @@ use super::ResendCounter;
 ///
 /// `FollowRedirect` rebuilds each redirected request without the original's extensions; this
 /// policy puts the counter back.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CountRedirects<P = Standard> {
     inner: P,
     /// The counter of the request this copy of the policy follows (set on its first request).
     counter: Option<ResendCounter>,
+}
+
+impl Default for CountRedirects<Standard> {
+    /// Counts the hops of tower-http's standard policy (at most 20 redirects, no
+    /// cross-origin `authorization`/`cookie` headers... as `Standard` decides).
+    fn default() -> Self {
+        Self::new(Standard::default())
+    }
 }
 
 impl<P> CountRedirects<P> {
