@@ -273,8 +273,6 @@ pub fn opt_str<T: AsRef<str>>(value: &Option<T>) -> Option<&str> {
 
 /// An optional `Display` field, written only when present.
 #[doc(hidden)]
-pub fn opt_display<T: fmt::Display>(
-    value: &Option<T>,
-) -> Option<tracing::field::DisplayValue<&T>> {
+pub fn opt_display<T: fmt::Display>(value: &Option<T>) -> Option<tracing::field::DisplayValue<&T>> {
     value.as_ref().map(tracing::field::display)
 }

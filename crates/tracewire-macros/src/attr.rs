@@ -172,7 +172,10 @@ fn parse_fields(input: ParseStream<'_>) -> syn::Result<Vec<Field>> {
         let (key, key_tokens, shorthand) = if input.peek(LitStr) {
             let lit: LitStr = input.parse()?;
             if lit.value().is_empty() {
-                return Err(syn::Error::new_spanned(&lit, "a field name must not be empty"));
+                return Err(syn::Error::new_spanned(
+                    &lit,
+                    "a field name must not be empty",
+                ));
             }
             (lit.value(), lit.to_token_stream(), None)
         } else {
@@ -319,4 +322,3 @@ impl FieldArgs {
         Ok(())
     }
 }
-

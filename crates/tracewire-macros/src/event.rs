@@ -221,16 +221,28 @@ fn generate(
         }
     });
 
-    let hashed = |f: &EventField| format_ident!("__tracewire_hash_{}", f.ident, span = Span::mixed_site());
-    let hashes = fields.iter().filter(|f| f.pii == Some(PiiMode::Hash)).map(|f| {
-        let local = hashed(f);
-        let field = &f.ident;
-        if f.optional {
-            quote!(let #local = self.#field.as_ref().map(#private::event::pii_hash);)
-        } else {
-            quote!(let #local = #private::event::pii_hash(&self.#field);)
-        }
-    });
+    let hashed =
+        |f: &EventField| format_ident!("__tracewire_hash_{}", f.ident, span = Span::mixed_site());
+    // Redacted values are never read; borrow them so they do not count as dead fields.
+    let redacted = fields
+        .iter()
+        .filter(|f| f.pii == Some(PiiMode::Redact))
+        .map(|f| {
+            let field = &f.ident;
+            quote!(let _ = &self.#field;)
+        });
+    let hashes = fields
+        .iter()
+        .filter(|f| f.pii == Some(PiiMode::Hash))
+        .map(|f| {
+            let local = hashed(f);
+            let field = &f.ident;
+            if f.optional {
+                quote!(let #local = self.#field.as_ref().map(#private::event::pii_hash);)
+            } else {
+                quote!(let #local = #private::event::pii_hash(&self.#field);)
+            }
+        });
 
     let log_fields = fields.iter().map(|f| {
         let field = &f.ident;
@@ -251,8 +263,12 @@ fn generate(
             }
             (None, optional) => match (f.kind, optional) {
                 (Kind::Integer | Kind::Number | Kind::Boolean, _) => quote!(self.#field),
-                (Kind::String, false) => quote_spanned!(span=> #private::event::as_str(&self.#field)),
-                (Kind::String, true) => quote_spanned!(span=> #private::event::opt_str(&self.#field)),
+                (Kind::String, false) => {
+                    quote_spanned!(span=> #private::event::as_str(&self.#field))
+                }
+                (Kind::String, true) => {
+                    quote_spanned!(span=> #private::event::opt_str(&self.#field))
+                }
                 (Kind::Display, false) => {
                     quote_spanned!(span=> #private::tracing::field::display(&self.#field))
                 }
@@ -319,6 +335,7 @@ fn generate(
             }
 
             fn emit(&self) {
+                #(#redacted)*
                 #(#hashes)*
                 #private::tracing::event!(
                     target: "tracewire::event",
@@ -378,9 +395,7 @@ fn ungroup(ty: &Type) -> &Type {
 /// The kind of a field type, from its spelling.
 fn classify(ty: &Type) -> Option<Kind> {
     match ungroup(ty) {
-        Type::Reference(r) if r.mutability.is_none() => {
-            is_str(&r.elem).then_some(Kind::String)
-        }
+        Type::Reference(r) if r.mutability.is_none() => is_str(&r.elem).then_some(Kind::String),
         Type::Path(path) if path.qself.is_none() => {
             let last = path.path.segments.last()?;
             let name = last.ident.to_string();
@@ -418,4 +433,3 @@ fn classify(ty: &Type) -> Option<Kind> {
 fn is_str(ty: &Type) -> bool {
     matches!(ungroup(ty), Type::Path(p) if p.qself.is_none() && p.path.is_ident("str"))
 }
-

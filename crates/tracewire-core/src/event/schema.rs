@@ -50,9 +50,7 @@ pub fn events() -> Vec<&'static EventSchema> {
         .into_iter()
         .map(|r| (r.0)())
         .collect();
-    all.sort_by(|a, b| {
-        (a.name, a.version, a.type_name).cmp(&(b.name, b.version, b.type_name))
-    });
+    all.sort_by(|a, b| (a.name, a.version, a.type_name).cmp(&(b.name, b.version, b.type_name)));
     all
 }
 
@@ -456,12 +454,21 @@ pub fn diff(committed: &str, events: &[&EventSchema]) -> Result<Vec<Change>, Str
     Ok(changes)
 }
 
-/// Compares `events` with the committed document at `path`. With [`UPDATE_ENV`]`=1` and no
-/// breaking change, rewrites the file and succeeds.
+/// Compares `events` with the committed document at `path`. With [`UPDATE_ENV`]`=1` in the
+/// environment, behaves like [`update_events`].
 pub fn check_events(path: impl AsRef<Path>, events: &[&EventSchema]) -> Result<(), SchemaDrift> {
-    let path = path.as_ref();
-    let shown = path.display().to_string();
     let update = std::env::var(UPDATE_ENV).is_ok_and(|v| v == "1");
+    gate(path.as_ref(), events, update)
+}
+
+/// Rewrites the committed document at `path` from `events`, unless an event changed under an
+/// unchanged version (then fails like [`check_events`] and leaves the file alone).
+pub fn update_events(path: impl AsRef<Path>, events: &[&EventSchema]) -> Result<(), SchemaDrift> {
+    gate(path.as_ref(), events, true)
+}
+
+fn gate(path: &Path, events: &[&EventSchema], update: bool) -> Result<(), SchemaDrift> {
+    let shown = path.display().to_string();
     let drift = |changes: Vec<Change>, unreadable: Option<String>| SchemaDrift {
         path: shown.clone(),
         changes,
@@ -493,6 +500,11 @@ pub fn check_events(path: impl AsRef<Path>, events: &[&EventSchema]) -> Result<(
 /// [`check_events`] with every registered event.
 pub fn check_file(path: impl AsRef<Path>) -> Result<(), SchemaDrift> {
     check_events(path, &events())
+}
+
+/// [`update_events`] with every registered event.
+pub fn update_file(path: impl AsRef<Path>) -> Result<(), SchemaDrift> {
+    update_events(path, &events())
 }
 
 /// [`check_file`] for tests: panics with the readable list of differences.
