@@ -247,6 +247,14 @@ impl Broker {
         }
     }
 
+    /// A broker already listening on `bootstrap`.
+    pub fn at(bootstrap: &str) -> Self {
+        Self {
+            bootstrap: bootstrap.to_owned(),
+            mock: None,
+        }
+    }
+
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
     }

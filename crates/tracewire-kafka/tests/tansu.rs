@@ -1,0 +1,170 @@
+//! The Kafka scenarios against a standalone broker: tansu, an Apache Kafka compatible broker
+//! independent of librdkafka, on 127.0.0.1:9092. Start it with `scripts/ensure-tansu`; these
+//! tests fail (they do not skip) when it is not there.
+
+mod support;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use support::{Broker, assert_attr, install, scenarios, unique, within};
+use tracewire_kafka::{TracedConsumer, TracedProducer};
+
+#[tokio::test]
+async fn produce_then_process_in_one_trace() {
+    scenarios::produce_then_process_in_one_trace(&Broker::tansu()).await;
+}
+
+#[tokio::test]
+async fn hand_set_traceparent_is_picked_up() {
+    scenarios::hand_set_traceparent_is_picked_up(&Broker::tansu()).await;
+}
+
+#[tokio::test]
+async fn bad_headers_are_survived_and_counted() {
+    scenarios::bad_headers_are_survived_and_counted(&Broker::tansu()).await;
+}
+
+#[tokio::test]
+async fn batch_links_every_record() {
+    scenarios::batch_links_every_record(&Broker::tansu()).await;
+}
+
+#[tokio::test]
+async fn retry_topic_keeps_one_trace() {
+    scenarios::retry_topic_keeps_one_trace(&Broker::tansu()).await;
+}
+
+#[tokio::test]
+async fn dead_letter_after_max_attempts() {
+    scenarios::dead_letter_after_max_attempts(&Broker::tansu()).await;
+}
+
+/// A private tansu process on a free port, killed on drop.
+struct PrivateTansu {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateTansu {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start tansu ({e}); run `scripts/ensure-tansu` to install it")
+            });
+        let broker = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private tansu did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        broker
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateTansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tansu_binary() -> String {
+    let cargo_bin = std::env::var("CARGO_HOME")
+        .map(|home| format!("{home}/bin/tansu"))
+        .unwrap_or_else(|_| format!("{}/.cargo/bin/tansu", std::env::var("HOME").unwrap()));
+    if std::path::Path::new(&cargo_bin).exists() {
+        cargo_bin
+    } else {
+        "tansu".to_owned()
+    }
+}
+
+/// A real broker process dies mid-stream: the consumer's `recv` and the next send surface
+/// errors (no panic), and every producer span that started has ended.
+#[tokio::test]
+async fn broker_process_dying_mid_stream_surfaces_errors() {
+    let telemetry = install();
+    let mut tansu = PrivateTansu::start();
+    let broker = Broker::at(&format!("127.0.0.1:{}", tansu.port));
+    let topic = unique("dying");
+    broker.create_topic(&topic, 1).await;
+    let mut config = broker.producer_config();
+    config.set("message.timeout.ms", "3000");
+    let producer = TracedProducer::from_config(&config).unwrap();
+    within(
+        30,
+        "delivery",
+        producer.send(
+            FutureRecord::<str, str>::to(&topic).payload("one"),
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
+    support::assign(consumer.inner(), &[(&topic, 1)]);
+    let msg = within(30, "the record", consumer.recv()).await.unwrap();
+    assert_eq!(msg.payload(), Some(&b"one"[..]));
+    drop(msg);
+
+    tansu.stop();
+    let consumer_err = within(60, "a consumer error", consumer.recv())
+        .await
+        .map(|m| m.offset())
+        .expect_err("the broker is gone");
+    assert!(
+        matches!(consumer_err, KafkaError::MessageConsumption(_)),
+        "{consumer_err:?}"
+    );
+    let send_err = within(
+        30,
+        "the failed delivery",
+        producer.send(
+            FutureRecord::<str, str>::to(&topic).payload("two"),
+            Duration::from_secs(1),
+        ),
+    )
+    .await
+    .map(|d| d.offset)
+    .expect_err("no broker")
+    .0;
+    assert_eq!(
+        send_err,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+    );
+    let sends = telemetry.spans_named(&format!("send {topic}"));
+    assert_eq!(sends.len(), 2);
+    assert_attr(&sends[1], "error.type", "MessageTimedOut");
+}
