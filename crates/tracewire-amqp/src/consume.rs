@@ -318,22 +318,35 @@ impl Action {
     }
 
     /// Sends the settlement to the broker through `acker`. An acker that was already used
-    /// is not an error (nothing is sent twice).
+    /// is not an error (nothing is sent twice); one whose channel or connection is gone is
+    /// (`InvalidChannelState`): the broker will redeliver the message.
     pub async fn apply(self, acker: &Acker) -> lapin::Result<()> {
-        match self {
-            Action::Ack | Action::Retry => acker.ack(BasicAckOptions::default()).await?,
-            Action::Requeue => {
+        let (sent, operation) = match self {
+            Action::Ack | Action::Retry => {
+                (acker.ack(BasicAckOptions::default()).await?, "basic.ack")
+            }
+            Action::Requeue => (
                 acker
                     .nack(BasicNackOptions {
                         requeue: true,
                         ..Default::default()
                     })
-                    .await?
-            }
-            Action::Nack => acker.nack(BasicNackOptions::default()).await?,
-            Action::Reject => acker.reject(BasicRejectOptions { requeue: false }).await?,
-            Action::Manual => true,
+                    .await?,
+                "basic.nack",
+            ),
+            Action::Nack => (acker.nack(BasicNackOptions::default()).await?, "basic.nack"),
+            Action::Reject => (
+                acker.reject(BasicRejectOptions { requeue: false }).await?,
+                "basic.reject",
+            ),
+            Action::Manual => return Ok(()),
         };
+        if !sent && acker.poisoned() {
+            return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                lapin::ChannelState::Error,
+                operation,
+            )));
+        }
         Ok(())
     }
 }

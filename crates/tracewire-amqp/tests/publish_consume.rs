@@ -263,7 +263,7 @@ async fn failed_handler_is_recorded_and_the_message_rejected() {
     let conn = connect().await;
     let channel = traced_channel(&conn).await;
     let queue = unique("failed");
-    declare_queue(&channel, &queue, FieldTable::default()).await;
+    declare_kept_queue(&channel, &queue).await;
 
     channel
         .basic_publish(
@@ -315,19 +315,9 @@ async fn failed_handler_is_recorded_and_the_message_rejected() {
         Some("std::io::error::Error")
     );
 
-    // The rejected message is gone (no dead-letter exchange on this queue).
-    let q = channel
-        .queue_declare(
-            queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare");
-    assert_eq!(q.message_count(), 0);
+    // The rejected message is gone (no dead-letter exchange on this queue): nothing returns to
+    // the queue when the consumer goes away.
+    assert_eq!(cancel_and_count(&channel, consumer, &queue).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

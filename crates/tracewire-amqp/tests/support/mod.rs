@@ -204,3 +204,47 @@ pub fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
         other => Some(format!("{other:?}")),
     }
 }
+
+/// Declares a non-durable queue that outlives its consumers (delete it with
+/// [`settled_count`]).
+pub async fn declare_kept_queue(channel: &lapin::Channel, name: &str) {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("declare queue {name}: {e}"));
+}
+
+/// Cancels `consumer` (its unsettled messages return to the queue), then returns how many
+/// messages the queue holds, and deletes it.
+pub async fn cancel_and_count(
+    channel: &lapin::Channel,
+    consumer: TracedConsumer,
+    queue: &str,
+) -> u32 {
+    let tag = consumer.get_ref().tag();
+    channel
+        .basic_cancel(tag, lapin::options::BasicCancelOptions::default())
+        .await
+        .expect("basic_cancel");
+    drop(consumer);
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare");
+    channel
+        .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+        .await
+        .expect("queue_delete");
+    q.message_count()
+}
