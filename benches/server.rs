@@ -1,0 +1,145 @@
+//! Per-request cost of the server instrumentation, requests driven through an axum router
+//! in-process (no sockets): bare router; `ServerLayer` sampled and unsampled; tower-http
+//! `TraceLayer` + tracing-opentelemetry, exporting through the same SDK pipeline.
+//!
+//! Every instrumented variant exports spans through a batch span processor into an exporter
+//! that discards them, and writes its log lines into `io::sink`, so the figures include span
+//! creation, attributes, metrics and log formatting but no I/O.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use http_body_util::BodyExt;
+use opentelemetry::global;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use tower::ServiceExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Accepts and discards every batch, like a collector that answers instantly.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+fn provider(sampler: Sampler) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .with_sampler(sampler)
+        .build()
+}
+
+async fn user(axum::extract::Path(id): axum::extract::Path<u64>) -> String {
+    tracing::info!(user_id = id, "loading user");
+    format!("{{\"id\":{id}}}")
+}
+
+fn router() -> Router {
+    Router::new().route("/users/{id}", get(user))
+}
+
+async fn drive(app: &Router) {
+    let req = Request::get("/users/7")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("user-agent", "bench/1.0")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap();
+    std::hint::black_box(body);
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let meter_provider = SdkMeterProvider::builder()
+        .with_reader(
+            opentelemetry_sdk::metrics::PeriodicReader::builder(
+                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+            )
+            .with_interval(Duration::from_secs(3600))
+            .build(),
+        )
+        .build();
+    global::set_meter_provider(meter_provider);
+
+    let sampled = provider(Sampler::AlwaysOn);
+    global::set_tracer_provider(sampled.clone());
+    let tracewire_sampled = router().layer(tracewire::http::ServerLayer::new());
+    let unsampled = provider(Sampler::AlwaysOff);
+    global::set_tracer_provider(unsampled.clone());
+    let tracewire_unsampled = router().layer(tracewire::http::ServerLayer::new());
+
+    let peer_provider = provider(Sampler::AlwaysOn);
+    let peer = router().layer(tower_http::trace::TraceLayer::new_for_http());
+
+    let json_to_sink = || {
+        tracing_subscriber::registry()
+            .with(tracewire::logs::JsonLayer::new().with_writer(std::io::sink))
+    };
+
+    let bare = router();
+    let mut group = c.benchmark_group("server_request");
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter(|| drive(&bare));
+    });
+    // Without a log subscriber: spans, metrics and headers only.
+    group.bench_function("tracewire_sampled_no_logs", |b| {
+        b.to_async(&rt).iter(|| drive(&tracewire_sampled));
+    });
+    group.bench_function("tracewire_unsampled_no_logs", |b| {
+        b.to_async(&rt).iter(|| drive(&tracewire_unsampled));
+    });
+    {
+        let _logs = tracing::subscriber::set_default(json_to_sink());
+        group.bench_function("tracewire_sampled", |b| {
+            b.to_async(&rt).iter(|| drive(&tracewire_sampled));
+        });
+        group.bench_function("tracewire_unsampled", |b| {
+            b.to_async(&rt).iter(|| drive(&tracewire_unsampled));
+        });
+    }
+    {
+        let otel = tracing_opentelemetry::layer().with_tracer(peer_provider.tracer("peer"));
+        let subscriber = tracing_subscriber::registry().with(otel).with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::sink),
+        );
+        let _logs = tracing::subscriber::set_default(subscriber);
+        group.bench_function("tower_http_trace_tracing_opentelemetry", |b| {
+            b.to_async(&rt).iter(|| drive(&peer));
+        });
+    }
+    group.finish();
+    let _ = sampled.shutdown();
+    let _ = unsampled.shutdown();
+    let _ = peer_provider.shutdown();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
