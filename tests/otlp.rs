@@ -37,18 +37,25 @@ async fn builder_endpoint_and_unsampled_requests() {
 
     // A sampled parent wins over the local ratio (parent-based sampling is not configured
     // here, so the ratio sampler decides: nothing is exported either).
-    let answer = http_get(&format!("http://{addr}/ping"), &[("traceparent", TRACEPARENT)]).await;
-    assert_eq!(trace_id_of(answer.headers["traceparent"].to_str().unwrap()), TRACE_ID);
+    let answer = http_get(
+        &format!("http://{addr}/ping"),
+        &[("traceparent", TRACEPARENT)],
+    )
+    .await;
+    assert_eq!(
+        trace_id_of(answer.headers["traceparent"].to_str().unwrap()),
+        TRACE_ID
+    );
 
     telemetry.flush();
     let metrics = telemetry.metrics_service().render();
     assert!(metrics.contains("http_server_request_duration_seconds_count"));
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("http_server_request_duration_seconds_count")
+        metrics.lines().any(
+            |l| l.starts_with("http_server_request_duration_seconds_count")
                 && l.contains("http_route=\"/ping\"")
-                && l.ends_with(" 2")),
+                && l.ends_with(" 2")
+        ),
         "{metrics}"
     );
     assert!(

@@ -103,7 +103,10 @@ async fn done_when(protocol: &str) {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
         ("OTEL_SERVICE_NAME", "quickstart-e2e"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=test",
+        ),
         ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
     ]);
     let pid = app.child.id().to_string();
@@ -123,9 +126,11 @@ async fn done_when(protocol: &str) {
     let metrics = get(&app.url("/metrics"), &[]).await;
     assert_eq!(metrics.status, 200);
     assert!(
-        metrics.body.lines().any(|l| l.starts_with("http_server_request_duration_seconds_bucket")
-            && l.contains("http_route=\"/users/{id}\"")
-            && l.contains("http_response_status_code=\"200\"")),
+        metrics.body.lines().any(
+            |l| l.starts_with("http_server_request_duration_seconds_bucket")
+                && l.contains("http_route=\"/users/{id}\"")
+                && l.contains("http_response_status_code=\"200\"")
+        ),
         "no route histogram in /metrics:\n{}",
         metrics.body
     );
@@ -171,7 +176,10 @@ async fn done_when(protocol: &str) {
     assert_eq!(server.scope, "tracewire");
     assert_eq!(server.attributes["http.route"], "/users/{id}");
     assert_eq!(server.resource["service.name"], "quickstart-e2e");
-    assert_eq!(server.resource["service.version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        server.resource["service.version"],
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(server.resource["process.pid"], pid);
     assert_eq!(server.resource["deployment.environment.name"], "test");
     assert_eq!(server.resource["service.instance.id"].len(), 32);

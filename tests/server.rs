@@ -94,7 +94,10 @@ async fn incoming_traceparent_is_the_parent_and_attributes_follow_semconv() {
     let traceparent = answer.headers["traceparent"].to_str().unwrap();
     assert_eq!(trace_id_of(traceparent), TRACE_ID);
     assert_eq!(traceparent.split('-').nth(2).unwrap(), span.span_id());
-    assert!(answer.headers.get("baggage").is_none(), "baggage is never echoed");
+    assert!(
+        answer.headers.get("baggage").is_none(),
+        "baggage is never echoed"
+    );
     assert_eq!(answer.headers["x-request-id"], "req-abc-123");
 
     let expect = [
@@ -155,14 +158,19 @@ async fn incoming_traceparent_is_the_parent_and_attributes_follow_semconv() {
             assert_eq!(*count, 1);
             assert_eq!(
                 bounds,
-                &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0
+                ]
             );
         }
         other => panic!("expected a histogram, got {other:?}"),
     }
     let active = capture.metric("http.server.active_requests");
     assert!(!active.is_empty());
-    assert!(active.iter().all(|p| p.count_or_value() == 0.0), "{active:?}");
+    assert!(
+        active.iter().all(|p| p.count_or_value() == 0.0),
+        "{active:?}"
+    );
 }
 
 #[tokio::test]
@@ -174,8 +182,14 @@ async fn bad_propagation_headers_start_a_fresh_trace_and_never_fail_the_request(
     let huge_baggage = format!("k={}", "v".repeat(10_000));
     let cases: Vec<Vec<(&str, &str)>> = vec![
         vec![("traceparent", "00-not-a-trace-01")],
-        vec![("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")],
-        vec![("traceparent", TRACEPARENT), ("baggage", huge_baggage.as_str())],
+        vec![(
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        )],
+        vec![
+            ("traceparent", TRACEPARENT),
+            ("baggage", huge_baggage.as_str()),
+        ],
     ];
     for headers in &cases {
         let answer = get(&format!("http://{addr}/users/1"), headers).await;
@@ -204,7 +218,10 @@ async fn unmatched_routes_are_named_by_method_and_5xx_is_an_error() {
     );
     let span = capture.span("GET");
     assert!(span.attr("http.route").is_none());
-    assert_eq!(span.attr_str("http.response.status_code").as_deref(), Some("404"));
+    assert_eq!(
+        span.attr_str("http.response.status_code").as_deref(),
+        Some("404")
+    );
     assert!(!span.is_error(), "4xx is not a server error");
 
     assert_eq!(
@@ -241,8 +258,10 @@ async fn request_ids_are_kept_when_sane_and_generated_otherwise() {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
     }
     let spans = capture.spans_named("GET /users/{id}");
-    let ids: std::collections::HashSet<_> =
-        spans.iter().map(|s| s.attr_str("http.request.id")).collect();
+    let ids: std::collections::HashSet<_> = spans
+        .iter()
+        .map(|s| s.attr_str("http.request.id"))
+        .collect();
     assert_eq!(ids.len(), 3, "every request gets its own id");
 }
 
@@ -271,7 +290,8 @@ async fn sensitive_values_never_reach_spans_logs_or_metrics() {
 
     let span = capture.span("GET /secret");
     assert_eq!(
-        span.attr_str("http.request.header.authorization").as_deref(),
+        span.attr_str("http.request.header.authorization")
+            .as_deref(),
         Some("[\"REDACTED\"]")
     );
     assert_eq!(
@@ -280,7 +300,10 @@ async fn sensitive_values_never_reach_spans_logs_or_metrics() {
     );
     for s in capture.spans() {
         for kv in &s.attributes {
-            assert!(!kv.value.to_string().contains(SECRET), "span attribute {kv:?}");
+            assert!(
+                !kv.value.to_string().contains(SECRET),
+                "span attribute {kv:?}"
+            );
         }
     }
     let raw = capture.raw_logs();
@@ -317,7 +340,10 @@ async fn streaming_responses_are_measured_to_the_last_byte() {
         panic!("histogram expected")
     };
     assert_eq!(*count, 1);
-    assert!(*sum >= 0.44, "duration recorded before the body ended: {sum}");
+    assert!(
+        *sum >= 0.44,
+        "duration recorded before the body ended: {sum}"
+    );
     // Log lines written while the body streams still carry the request's trace.
     let chunk_logs: Vec<_> = capture
         .logs()
@@ -348,7 +374,10 @@ async fn a_panicking_handler_ends_its_span_as_an_error() {
     assert!(spans[0].is_error());
     assert_eq!(spans[0].attr_str("error.type").as_deref(), Some("panic"));
     let active = capture.metric("http.server.active_requests");
-    assert!(active.iter().all(|p| p.count_or_value() == 0.0), "{active:?}");
+    assert!(
+        active.iter().all(|p| p.count_or_value() == 0.0),
+        "{active:?}"
+    );
 }
 
 #[tokio::test]
@@ -372,7 +401,10 @@ async fn inner_service_errors_are_recorded_and_returned_unchanged() {
     let span = capture.span("GET");
     assert_eq!(span.trace_id(), TRACE_ID);
     assert!(span.is_error());
-    assert_eq!(span.attr_str("error.type").as_deref(), Some("std::io::error::Error"));
+    assert_eq!(
+        span.attr_str("error.type").as_deref(),
+        Some("std::io::error::Error")
+    );
     match &span.status {
         opentelemetry::trace::Status::Error { description } => {
             assert_eq!(description, "upstream reset")

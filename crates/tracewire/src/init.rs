@@ -13,12 +13,12 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use tracewire_core::logs::JsonLayer;
+use tracewire_core::redact::SensitiveHeaders;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracewire_core::logs::JsonLayer;
-use tracewire_core::redact::SensitiveHeaders;
 
 use crate::MetricsService;
 
@@ -50,9 +50,7 @@ pub enum InitError {
         source: opentelemetry_otlp::ExporterBuildError,
     },
     /// `OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL` holds a value tracewire does not export with.
-    #[error(
-        "{variable}={value:?} is not supported: use `grpc` or `http/protobuf` (the default)"
-    )]
+    #[error("{variable}={value:?} is not supported: use `grpc` or `http/protobuf` (the default)")]
     UnsupportedProtocol {
         /// The variable read.
         variable: &'static str,
@@ -254,7 +252,10 @@ impl Builder {
     }
 
     /// Propagates with `propagator` instead of W3C trace context + baggage.
-    pub fn propagator(mut self, propagator: impl TextMapPropagator + Send + Sync + 'static) -> Self {
+    pub fn propagator(
+        mut self,
+        propagator: impl TextMapPropagator + Send + Sync + 'static,
+    ) -> Self {
         self.propagator = Some(Box::new(propagator));
         self
     }
@@ -272,7 +273,8 @@ impl Builder {
         if let Some(sampler) = self.sampler {
             tracer_builder = tracer_builder.with_sampler(sampler);
         }
-        let otlp_traces = self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
+        let otlp_traces =
+            self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
         if otlp_traces {
             let exporter = span_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
             tracer_builder = tracer_builder.with_batch_exporter(CountingExporter {

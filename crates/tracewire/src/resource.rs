@@ -14,7 +14,11 @@ pub(crate) fn build(
     extra: &[KeyValue],
 ) -> Resource {
     let from_env = Resource::builder().build();
-    let env_has = |key: &str| from_env.get(&opentelemetry::Key::from(key.to_owned())).is_some();
+    let env_has = |key: &str| {
+        from_env
+            .get(&opentelemetry::Key::from(key.to_owned()))
+            .is_some()
+    };
     let env_name = from_env
         .get(&opentelemetry::Key::from_static_str(keys::SERVICE_NAME))
         .map(|v| v.to_string())
@@ -37,7 +41,10 @@ pub(crate) fn build(
     {
         defaults.push(KeyValue::new(keys::HOST_NAME, host));
     }
-    defaults.push(KeyValue::new(keys::PROCESS_PID, i64::from(std::process::id())));
+    defaults.push(KeyValue::new(
+        keys::PROCESS_PID,
+        i64::from(std::process::id()),
+    ));
     let version = service_version.map(str::to_owned).or_else(|| {
         if env_has(keys::SERVICE_VERSION) {
             None
@@ -50,7 +57,11 @@ pub(crate) fn build(
 
     let mut builder = Resource::builder_empty().with_attributes(defaults);
     // The environment (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME) overrides defaults…
-    builder = builder.with_attributes(from_env.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    builder = builder.with_attributes(
+        from_env
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+    );
     // …and explicit settings override the environment.
     builder = builder.with_service_name(name);
     if let Some(version) = version {
