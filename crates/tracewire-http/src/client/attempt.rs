@@ -179,7 +179,14 @@ impl Attempt {
     ) -> Self {
         let known = method_name(target.method);
         let method = known.unwrap_or("_OTHER");
-        let host: Option<Arc<str>> = target.host.map(Arc::from);
+        // An IPv6 literal is recorded without its brackets.
+        let host: Option<Arc<str>> = target.host.map(|h| {
+            Arc::from(
+                h.strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(h),
+            )
+        });
 
         let mut span_attributes = Vec::with_capacity(8);
         let mut metric_attributes = Vec::with_capacity(6);
@@ -305,6 +312,28 @@ mod tests {
         assert_eq!(split_authority("h:x"), (Some("h"), None));
         assert_eq!(split_authority("h"), (Some("h"), None));
         assert_eq!(split_authority("[::1"), (None, None));
+    }
+
+    #[test]
+    fn ipv6_addresses_lose_their_brackets() {
+        use tracewire_test::SpanDataExt;
+        let capture = tracewire_test::Capture::install();
+        let uri: http::Uri = "http://[::1]:8080/x".parse().unwrap();
+        let headers = HeaderMap::new();
+        let target = Target::from_parts(&Method::GET, &uri, &headers);
+        drop(Attempt::start(
+            &Instruments::from_globals(),
+            &Context::new(),
+            target,
+            0,
+        ));
+        let span = capture.span("GET");
+        assert_eq!(span.attr_str(SERVER_ADDRESS).as_deref(), Some("::1"));
+        assert_eq!(span.attr_str(SERVER_PORT).as_deref(), Some("8080"));
+        assert_eq!(
+            span.attr_str(URL_FULL).as_deref(),
+            Some("http://[::1]:8080/x")
+        );
     }
 
     #[test]
