@@ -44,6 +44,18 @@ impl Quickstart {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        if let Some((_, addr)) = env.iter().find(|(k, _)| *k == "LISTEN_ADDR") {
+            // A fixed address (the listening line may be filtered out): wait for the port.
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "quickstart did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Self {
+                child,
+                lines,
+                addr: addr.to_string(),
+            };
+        }
         let addr = loop {
             if let Some(addr) = lines
                 .lock()
@@ -240,4 +252,53 @@ async fn an_unsupported_protocol_is_a_clear_startup_error() {
         stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\" is not supported"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_sampler_and_default_service_name_come_from_the_environment() {
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.http_endpoint();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let app = Quickstart::start(&[
+        ("LISTEN_ADDR", listen.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_TRACES_SAMPLER", "always_off"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ("RUST_LOG", "warn"),
+    ]);
+    let answer = get(&app.url("/users/7"), &[("traceparent", TRACEPARENT)]).await;
+    assert_eq!(answer.status, 200);
+    let traceparent = answer.headers["traceparent"].to_str().unwrap();
+    assert_eq!(trace_id_of(traceparent), TRACE_ID, "the trace continues");
+    assert!(traceparent.ends_with("-00"), "always_off: not sampled: {traceparent}");
+    assert_eq!(get(&app.url("/fail"), &[]).await.status, 500);
+    assert!(
+        receiver
+            .wait_for_metric("http.server.request.duration", Duration::from_secs(15))
+            .await,
+        "metrics are exported whatever the sampler says"
+    );
+    let logs = app.lines.clone();
+    let status = app.terminate();
+    assert!(status.success());
+    assert!(receiver.spans().is_empty(), "always_off exported spans");
+
+    let logs = logs.lock().unwrap().clone();
+    assert!(
+        logs.iter().all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
+        "RUST_LOG=warn let lower levels through: {logs:?}"
+    );
+    assert!(!logs.iter().any(|l| l["message"] == "loading user"));
+    let error = logs
+        .iter()
+        .find(|l| l["message"] == "cannot serve request")
+        .expect("the handler's ERROR line");
+    assert_eq!(error["level"], "ERROR");
+    assert_eq!(error["service.name"], "quickstart", "defaults to the executable's name");
+    assert_eq!(error["trace_id"].as_str().map(str::len), Some(32));
 }
