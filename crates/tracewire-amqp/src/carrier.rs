@@ -141,6 +141,9 @@ pub fn inject(cx: &Context, headers: &mut FieldTable) {
 /// Removes the fields the configured propagator owns from `headers`. Nothing is copied when
 /// none of them is present (the common case).
 pub fn remove_propagation_fields(headers: &mut FieldTable) {
+    if headers.inner().is_empty() {
+        return;
+    }
     global::get_text_map_propagator(|p| {
         if !p.fields().any(|f| headers.contains_key(f)) {
             return;

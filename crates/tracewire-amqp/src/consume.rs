@@ -92,6 +92,12 @@ impl TracedConsumer {
         self
     }
 
+    /// The next delivery (`None` once the consumer is cancelled), without needing a
+    /// `StreamExt` in scope. Cancel-safe: a delivery is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<lapin::Result<TracedDelivery>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
     /// The queue this consumer reads.
     pub fn queue(&self) -> &str {
         &self.info.queue

@@ -55,6 +55,10 @@ pub use publish::{TracedChannel, TracedConfirm};
 pub use retry::{RetryError, RetryQueue};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
 
+/// The lapin version this crate is built against, so applications can name its types
+/// (`tracewire::amqp::lapin::…`) without a dependency of their own that could drift.
+pub use lapin;
+
 /// The `messaging.system` value for RabbitMQ.
 pub const SYSTEM: &str = "rabbitmq";
 

@@ -55,9 +55,14 @@ pub enum RetryError {
 /// delivery
 ///     .process(|d| async move {
 ///         let err = std::io::Error::other("payment service unavailable");
-///         match retry.republish(&channel, &d).await {
-///             Ok(confirm) if confirm.await.is_ok() => Outcome::retried().failed(&err),
-///             _ => Outcome::nack().failed(&err), // dead-lettered where configured
+///         let retried = match retry.republish(&channel, &d).await {
+///             Ok(confirm) => confirm.await.is_ok(),
+///             Err(_) => false, // attempts exhausted, or the broker refused the copy
+///         };
+///         if retried {
+///             Outcome::retried().failed(&err)
+///         } else {
+///             Outcome::nack().failed(&err) // dead-lettered where configured
 ///         }
 ///     })
 ///     .await?;
