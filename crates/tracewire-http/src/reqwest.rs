@@ -22,10 +22,31 @@
 //! ```
 //!
 //! The span ends when the response body has been read to its end, has failed or has been
-//! dropped. `reqwest` follows redirects itself, below the middleware stack, so a redirected
-//! request is one span whose `url.full` is the first URL; build the client with
-//! `reqwest::redirect::Policy::none()` and handle redirects in a middleware to get one span per
-//! hop.
+//! dropped.
+//!
+//! # Redirects
+//!
+//! `reqwest` follows redirects itself, below the middleware stack, so by default a redirected
+//! request is one span whose `url.full` is the first URL. The semantic conventions count each
+//! followed redirect as a resend: build the client with `reqwest::redirect::Policy::none()` and
+//! add [`FollowRedirects`] before (outside) [`ClientMiddleware`]; every hop is then its own
+//! span, numbered with the retries in one count.
+//!
+//! ```
+//! use reqwest_middleware::ClientBuilder;
+//! use tracewire_http::reqwest::{ClientMiddleware, FollowRedirects};
+//!
+//! let client = ClientBuilder::new(
+//!     reqwest::Client::builder()
+//!         .redirect(reqwest::redirect::Policy::none())
+//!         .build()
+//!         .expect("a client without TLS settings builds"),
+//! )
+//! .with(FollowRedirects::new(10))
+//! .with(ClientMiddleware::new())
+//! .build();
+//! # let _ = client;
+//! ```
 
 use std::borrow::Cow;
 
@@ -107,6 +128,103 @@ impl Middleware for ClientMiddleware {
                 attempt.on_error(error_type(&error), &error);
                 Err(error)
             }
+        }
+    }
+}
+
+/// A `reqwest-middleware` middleware that follows redirects itself, so each hop passes
+/// through the middlewares after it — [`ClientMiddleware`] records one span per hop, with
+/// `http.request.resend_count`. Use it with a client whose own redirect policy is
+/// `reqwest::redirect::Policy::none()`. See the [module documentation](self#redirects).
+///
+/// Like browsers and `reqwest`'s own policy: `301`/`302` turn a `POST` into a body-less `GET`,
+/// `303` turns anything but `HEAD` into a `GET`, `307`/`308` resend the same method and body;
+/// `authorization`, `cookie` and `proxy-authorization` are not sent to another origin. A
+/// request whose body cannot be copied (a stream), a redirect without a usable `Location`, or
+/// one past the limit is returned to the caller as it is.
+#[derive(Debug, Clone)]
+pub struct FollowRedirects {
+    max: usize,
+}
+
+impl FollowRedirects {
+    /// Follows at most `max` redirects per request.
+    pub fn new(max: usize) -> Self {
+        Self { max }
+    }
+}
+
+impl Default for FollowRedirects {
+    /// At most 10 redirects, as `reqwest` does.
+    fn default() -> Self {
+        Self::new(10)
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for FollowRedirects {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        use http::{Method, StatusCode, header};
+        // One counter for every hop (and every retry inside them).
+        if extensions.get::<ResendCounter>().is_none() {
+            extensions.insert(ResendCounter::new());
+        }
+        let mut hops = 0;
+        loop {
+            let copy = request.try_clone();
+            let response = next.clone().run(request, extensions).await?;
+            let status = response.status();
+            if hops >= self.max || !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+                return Ok(response);
+            }
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| response.url().join(l).ok());
+            let (Some(location), Some(mut next_request)) = (location, copy) else {
+                return Ok(response);
+            };
+            let to_get = match status {
+                StatusCode::SEE_OTHER => next_request.method() != Method::HEAD,
+                StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND => {
+                    next_request.method() == Method::POST
+                }
+                _ => false,
+            };
+            if to_get {
+                *next_request.method_mut() = Method::GET;
+                *next_request.body_mut() = None;
+                let headers = next_request.headers_mut();
+                for name in [
+                    header::CONTENT_LENGTH,
+                    header::CONTENT_TYPE,
+                    header::CONTENT_ENCODING,
+                    header::TRANSFER_ENCODING,
+                ] {
+                    headers.remove(name);
+                }
+            }
+            if location.origin() != next_request.url().origin() {
+                let headers = next_request.headers_mut();
+                for name in [
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                    header::PROXY_AUTHORIZATION,
+                ] {
+                    headers.remove(name);
+                }
+            }
+            *next_request.url_mut() = location;
+            // Ends the hop's span before the next hop starts.
+            drop(response);
+            request = next_request;
+            hops += 1;
         }
     }
 }

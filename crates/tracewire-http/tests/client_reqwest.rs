@@ -153,3 +153,130 @@ async fn a_connect_error_is_recorded_and_returned() {
     let points = capture.metric("http.client.request.duration");
     assert_eq!(points[0].attr("error.type"), Some("connect"));
 }
+
+#[tokio::test]
+async fn followed_redirects_are_hops_numbered_with_the_retries() {
+    use axum::response::Redirect;
+    use tracewire_http::reqwest::FollowRedirects;
+
+    let capture = Capture::install();
+    let script = Script::failing(1);
+    let addr = serve(
+        Router::new()
+            .route(
+                "/old/{id}",
+                get_route(|| async { Redirect::temporary("/users/7") }),
+            )
+            .route("/users/{id}", get_route(scripted))
+            .with_state(script.clone()),
+    )
+    .await;
+    let client = ClientBuilder::new(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    )
+    .with(FollowRedirects::default())
+    .with(RetryTransientMiddleware::new_with_policy(
+        ExponentialBackoff::builder()
+            .retry_bounds(Duration::from_millis(1), Duration::from_millis(5))
+            .build_with_max_retries(2),
+    ))
+    .with(ClientMiddleware::new())
+    .build();
+
+    let parent = parent_context();
+    let response = client
+        .get(format!("http://127.0.0.1:{}/old/7", addr.port()))
+        .send()
+        .with_context(parent.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.url().path().ends_with("/users/7"));
+    response.bytes().await.unwrap();
+
+    let mut spans = capture.spans_named("GET");
+    spans.sort_by_key(|s| s.start_time);
+    let hops: Vec<_> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.attr_str("http.response.status_code").unwrap(),
+                s.attr_str("http.request.resend_count"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            ("307".to_owned(), None),
+            ("503".to_owned(), Some("1".to_owned())),
+            ("200".to_owned(), Some("2".to_owned())),
+        ]
+    );
+    assert!(spans.iter().all(|s| s.parent_id() == span_id_of(&parent)));
+    assert!(!spans[0].is_error(), "a redirect is not an error");
+    assert!(spans[2].attr_str("url.full").unwrap().ends_with("/users/7"));
+}
+
+#[tokio::test]
+async fn redirects_to_another_origin_drop_credentials_and_303_turns_post_into_get() {
+    use axum::response::Redirect;
+    use tracewire_http::reqwest::FollowRedirects;
+
+    let capture = Capture::install();
+    let other = Script::default();
+    let other_addr = serve(
+        Router::new()
+            .route("/users/{id}", get_route(scripted))
+            .with_state(other.clone()),
+    )
+    .await;
+    let target = format!("http://127.0.0.1:{}/users/7", other_addr.port());
+    let addr = serve(Router::new().route(
+        "/submit",
+        axum::routing::post(move || {
+            let target = target.clone();
+            async move { Redirect::to(&target) }
+        }),
+    ))
+    .await;
+    let client = ClientBuilder::new(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    )
+    .with(FollowRedirects::new(5))
+    .with(ClientMiddleware::new())
+    .build();
+    let response = client
+        .post(format!("http://127.0.0.1:{}/submit", addr.port()))
+        .header("authorization", "Bearer s3cret")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+
+    let post = capture.span("POST");
+    let get = capture.span("GET");
+    assert_eq!(
+        post.attr_str("http.response.status_code").as_deref(),
+        Some("303")
+    );
+    assert_eq!(
+        get.attr_str("http.request.resend_count").as_deref(),
+        Some("1")
+    );
+    let seen = other.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].get("authorization").is_none(), "{:?}", seen[0]);
+    assert!(seen[0].get("content-type").is_none());
+    drop(seen);
+    assert_eq!(other.traceparents(), [traceparent_of(&get)]);
+}
