@@ -305,3 +305,64 @@ async fn non_standard_methods_are_other() {
         Some("PURGE")
     );
 }
+
+#[tokio::test]
+async fn a_failing_body_ends_the_span_once_with_the_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let capture = Capture::install();
+    // A server that promises 100 bytes, sends 3 and hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = socket.read(&mut buf).await;
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc")
+            .await
+            .unwrap();
+    });
+    let client = ClientLayer::new().layer_hyper();
+    let response = client
+        .oneshot(get(&format!("http://127.0.0.1:{port}/users/1")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let error = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap_err();
+    assert!(format!("{error:?}").contains("IncompleteBody"), "{error:?}");
+
+    let span = capture.span("GET");
+    assert!(span.is_error());
+    assert_eq!(
+        span.attr_str("error.type").as_deref(),
+        Some("hyper::error::Error")
+    );
+    let points = capture.metric("http.client.request.duration");
+    assert_eq!(points.len(), 1);
+    assert_eq!(points[0].count_or_value(), 1.0, "recorded exactly once");
+    assert_eq!(points[0].attr("error.type"), Some("hyper::error::Error"));
+}
+
+#[tokio::test]
+async fn a_cancelled_request_still_ends_its_span() {
+    let capture = Capture::install();
+    let addr =
+        serve(Router::new().route("/slow", get_route(std::future::pending::<&'static str>))).await;
+    let client = ClientLayer::new().layer_hyper();
+    let call = client.oneshot(get(&format!("http://127.0.0.1:{}/slow", addr.port())));
+    // Cancelled by the timeout: the response future is dropped mid-flight.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), call)
+            .await
+            .is_err()
+    );
+    let span = capture.span("GET");
+    assert_eq!(span.attr("http.response.status_code"), None);
+    assert_eq!(
+        capture.metric("http.client.request.duration")[0].count_or_value(),
+        1.0
+    );
+}
