@@ -35,7 +35,7 @@
 //! assert_eq!(forwarded.get(1).key, "traceparent");
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -59,6 +59,18 @@ pub(crate) fn header_at<H: Headers + ?Sized>(headers: &H, idx: usize) -> Option<
     }
 }
 
+/// How many headers [`HeaderExtractor`] reads once into a table on the stack; records with
+/// more headers are scanned on every lookup instead.
+const SCAN_CAPACITY: usize = 16;
+
+type Entry<'a> = (&'a str, Option<&'a [u8]>);
+
+/// The headers of a record read once (each read is a call into librdkafka).
+struct Scanned<'a> {
+    len: usize,
+    entries: [Entry<'a>; SCAN_CAPACITY],
+}
+
 /// Reads propagation headers from Kafka record headers.
 ///
 /// Lookups are by exact key (Kafka header keys are case-sensitive); with duplicate keys the
@@ -66,6 +78,8 @@ pub(crate) fn header_at<H: Headers + ?Sized>(headers: &H, idx: usize) -> Option<
 /// long or not UTF-8 are skipped and counted once per extractor.
 pub struct HeaderExtractor<'a, H: ?Sized> {
     headers: Option<&'a H>,
+    /// The headers, read on first lookup (`None` inside when there are too many to table).
+    scanned: OnceCell<Option<Scanned<'a>>>,
     /// Bit `i` is set once header `i` has been reported as rejected, so that a propagator
     /// asking for the same key twice does not count it twice.
     reported: Cell<u64>,
@@ -81,12 +95,44 @@ impl<'a, H: Headers + ?Sized> HeaderExtractor<'a, H> {
     pub fn from_option(headers: Option<&'a H>) -> Self {
         Self {
             headers,
+            scanned: OnceCell::new(),
             reported: Cell::new(0),
         }
     }
 
-    /// The last header called `key`: its index and value.
+    fn scanned(&self) -> Option<&Scanned<'a>> {
+        self.scanned
+            .get_or_init(|| {
+                let headers = self.headers?;
+                let count = headers.count();
+                if count > SCAN_CAPACITY {
+                    return None;
+                }
+                let mut scanned = Scanned {
+                    len: 0,
+                    entries: [("", None); SCAN_CAPACITY],
+                };
+                for idx in 0..count {
+                    if let Some(header) = header_at(headers, idx) {
+                        scanned.entries[scanned.len] = (header.key, header.value);
+                        scanned.len += 1;
+                    }
+                }
+                Some(scanned)
+            })
+            .as_ref()
+    }
+
+    /// The last header called `key`: its index (for counting rejections once) and value.
     fn last(&self, key: &str) -> Option<(usize, Option<&'a [u8]>)> {
+        if let Some(scanned) = self.scanned() {
+            return scanned.entries[..scanned.len]
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, (k, _))| *k == key)
+                .map(|(idx, (_, value))| (idx, *value));
+        }
         let headers = self.headers?;
         (0..headers.count()).rev().find_map(|idx| {
             let header = header_at(headers, idx)?;
@@ -128,15 +174,21 @@ impl<H: Headers + ?Sized> Extractor for HeaderExtractor<'_, H> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        let Some(headers) = self.headers else {
-            return Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        let mut push = |key| {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
         };
-        let mut keys: Vec<&str> = Vec::with_capacity(headers.count());
-        for idx in 0..headers.count() {
-            if let Some(header) = header_at(headers, idx)
-                && !keys.contains(&header.key)
-            {
-                keys.push(header.key);
+        if let Some(scanned) = self.scanned() {
+            scanned.entries[..scanned.len]
+                .iter()
+                .for_each(|(key, _)| push(*key));
+        } else if let Some(headers) = self.headers {
+            for idx in 0..headers.count() {
+                if let Some(header) = header_at(headers, idx) {
+                    push(header.key);
+                }
             }
         }
         keys
@@ -314,6 +366,34 @@ mod tests {
         assert!(!cx.span().span_context().is_valid());
         // One not-UTF-8 traceparent, one oversized baggage; the null tracestate is absent.
         assert_eq!(rejected_total() - before, 2);
+    }
+
+    #[test]
+    fn many_headers_are_scanned_directly() {
+        install();
+        let mut h = OwnedHeaders::new();
+        for i in 0..SCAN_CAPACITY + 4 {
+            h = h.insert(Header {
+                key: if i % 2 == 0 { "a" } else { "b" },
+                value: Some(&[i as u8][..]),
+            });
+        }
+        let h = h
+            .insert(Header {
+                key: "traceparent",
+                value: Some(TP),
+            })
+            .insert(Header {
+                key: "a",
+                value: Some("last"),
+            });
+        let extractor = HeaderExtractor::new(&h);
+        assert_eq!(extractor.get("a"), Some("last"));
+        assert_eq!(extractor.keys(), vec!["a", "b", "traceparent"]);
+        assert_eq!(
+            trace_id(&extract_context(Some(&h))),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 
     #[test]
