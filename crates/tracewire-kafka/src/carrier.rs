@@ -10,7 +10,7 @@
 //!
 //! Kafka allows several headers with the same key; the last one wins, as it does for Kafka
 //! clients that read headers into a map. A value that is longer than
-//! [`MAX_VALUE_LEN`](tracewire_core::propagation::MAX_VALUE_LEN) or not UTF-8 is ignored and
+//! [`MAX_VALUE_LEN`] or not UTF-8 is ignored and
 //! counted in `tracewire.propagation.rejected` (`carrier = "kafka"`), and the record then
 //! starts a fresh trace. Nothing here panics on what a producer put into a record.
 //!

@@ -169,3 +169,41 @@ async fn broker_going_away_mid_stream_surfaces_a_consumer_error() {
     );
     assert_eq!(telemetry.spans_named(&format!("process {topic}")).len(), 1);
 }
+
+/// The wrappers' futures are `Send`: producing, receiving and processing run on a spawned task
+/// of a multi-threaded runtime, and the trace still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrappers_run_on_spawned_tasks() {
+    let telemetry = install();
+    let broker = Broker::mock();
+    let topic = unique("spawned");
+    broker.create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
+    support::assign(consumer.inner(), &[(&topic, 1)]);
+    let task_topic = topic.clone();
+    let task = tokio::spawn(async move {
+        producer
+            .send(
+                FutureRecord::<str, str>::to(&task_topic).payload("x"),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        let msg = consumer.recv().await?;
+        consumer
+            .process(&msg, async {
+                tokio::task::yield_now().await;
+                Ok::<_, KafkaError>(())
+            })
+            .await
+    });
+    within(30, "the spawned task", task).await.unwrap().unwrap();
+    let send = telemetry.span(&format!("send {topic}"));
+    let process = telemetry.span(&format!("process {topic}"));
+    assert_eq!(process.parent_span_id, send.span_context.span_id());
+    assert_eq!(
+        process.span_context.trace_id(),
+        send.span_context.trace_id()
+    );
+}

@@ -17,6 +17,9 @@ use super::*;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A header as a plain client writes it: any key, any bytes or null.
+type RawHeader<'a> = (&'a str, Option<&'a [u8]>);
+
 /// A root span standing for "the request that produced the record".
 fn root(name: &'static str) -> Context {
     let span = global::tracer("scenario").start(name);
@@ -296,7 +299,7 @@ pub async fn bad_headers_are_survived_and_counted(broker: &Broker) {
     let second = format!("00-{second_trace}-b7ad6b7169203331-01");
     let oversized = format!("{valid}-{}", "ab".repeat(150));
     let huge_baggage = format!("k={}", "v".repeat(9000));
-    let records: Vec<Vec<(&str, Option<&[u8]>)>> = vec![
+    let records: Vec<Vec<RawHeader<'_>>> = vec![
         vec![("traceparent", Some(b"00-zzzz-00f067aa0ba902b7-01"))],
         vec![("traceparent", Some(b"00-\xff\xfe\xfd-01"))],
         vec![
