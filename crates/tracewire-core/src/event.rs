@@ -271,6 +271,12 @@ pub fn opt_str<T: AsRef<str>>(value: &Option<T>) -> Option<&str> {
     value.as_ref().map(AsRef::as_ref)
 }
 
+/// A `Display` field, for the log line.
+#[doc(hidden)]
+pub fn display<T: fmt::Display + ?Sized>(value: &T) -> tracing::field::DisplayValue<&T> {
+    tracing::field::display(value)
+}
+
 /// An optional `Display` field, written only when present.
 #[doc(hidden)]
 pub fn opt_display<T: fmt::Display>(value: &Option<T>) -> Option<tracing::field::DisplayValue<&T>> {

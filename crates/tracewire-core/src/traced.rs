@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 
 use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE, ERROR_TYPE, EXCEPTION_EVENT};
@@ -222,15 +222,17 @@ impl CallSite {
             .tracer
             .span_builder(Cow::Borrowed(self.name))
             .with_kind(self.kind.span_kind());
-        let span = Context::map_current(|parent| state.tracer.build_with_context(builder, parent));
-        let cx = Context::current_with_span(span);
-        let recording = cx.span().is_recording();
+        let mut span =
+            Context::map_current(|parent| state.tracer.build_with_context(builder, parent));
+        // Set up the span before it moves into the context (where every access takes a lock).
+        let recording = span.is_recording();
         if recording {
-            cx.span().set_attributes([
+            span.set_attributes([
                 KeyValue::new(CODE_FUNCTION_NAME, self.qualified),
                 KeyValue::new(CODE_NAMESPACE, self.module),
             ]);
         }
+        let cx = Context::current_with_span(span);
         let start = match &state.metrics {
             Some(m) => {
                 m.instruments.concurrent.add(1, &m.base);

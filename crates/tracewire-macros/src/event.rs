@@ -270,7 +270,7 @@ fn generate(
                     quote_spanned!(span=> #private::event::opt_str(&self.#field))
                 }
                 (Kind::Display, false) => {
-                    quote_spanned!(span=> #private::tracing::field::display(&self.#field))
+                    quote_spanned!(span=> #private::event::display(&self.#field))
                 }
                 (Kind::Display, true) => {
                     quote_spanned!(span=> #private::event::opt_display(&self.#field))

@@ -1,0 +1,179 @@
+//! Added cost of instrumenting one call of an empty async function, in one run: bare;
+//! `#[traced]` sampled and unsampled (with and without its metrics); `#[tracing::instrument]`
+//! exporting through tracing-opentelemetry; fastrace's `#[trace]` with its reporter.
+//!
+//! The OpenTelemetry variants export through a batch span processor into an exporter that
+//! discards the spans, so the figures include span creation, context handling, metrics and the
+//! hand-off to the exporter, but no I/O. Every span is a root span (no current parent).
+//! fastrace only records `#[trace]` under a parent, so its variant opens a root span per call
+//! as well (two spans per call: compare with care).
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use opentelemetry::global;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Accepts and discards every batch, like a collector that answers instantly.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+/// Discards fastrace's span records.
+struct DiscardRecords;
+
+impl fastrace::collector::Reporter for DiscardRecords {
+    fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+        std::hint::black_box(spans);
+    }
+}
+
+fn provider(sampler: Sampler) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .with_sampler(sampler)
+        .build()
+}
+
+#[inline(never)]
+async fn bare(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+#[tracewire_macros::traced]
+async fn traced_sampled(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+#[tracewire_macros::traced]
+async fn traced_unsampled(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+#[tracewire_macros::traced(metrics = false)]
+async fn traced_sampled_no_metrics(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+#[tracewire_macros::traced(metrics = false)]
+async fn traced_unsampled_no_metrics(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+#[tracing::instrument]
+async fn instrumented(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+#[fastrace::trace]
+async fn fastrace_traced(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let meter_provider = SdkMeterProvider::builder()
+        .with_reader(
+            PeriodicReader::builder(InMemoryMetricExporter::default())
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .build();
+    global::set_meter_provider(meter_provider.clone());
+
+    // Each `#[traced]` call site binds its tracer on its first call: bind the sampled ones
+    // under the sampled provider, then the unsampled ones under the unsampled provider.
+    let sampled = provider(Sampler::AlwaysOn);
+    let unsampled = provider(Sampler::AlwaysOff);
+    global::set_tracer_provider(sampled.clone());
+    rt.block_on(async {
+        traced_sampled(0).await;
+        traced_sampled_no_metrics(0).await;
+    });
+    global::set_tracer_provider(unsampled.clone());
+    rt.block_on(async {
+        traced_unsampled(0).await;
+        traced_unsampled_no_metrics(0).await;
+    });
+
+    fastrace::set_reporter(DiscardRecords, fastrace::collector::Config::default());
+
+    let mut group = c.benchmark_group("traced_empty_async_fn");
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter(|| bare(std::hint::black_box(1)))
+    });
+    group.bench_function("tracewire_sampled", |b| {
+        b.to_async(&rt).iter(|| traced_sampled(std::hint::black_box(1)))
+    });
+    group.bench_function("tracewire_sampled_no_metrics", |b| {
+        b.to_async(&rt)
+            .iter(|| traced_sampled_no_metrics(std::hint::black_box(1)))
+    });
+    group.bench_function("tracewire_unsampled", |b| {
+        b.to_async(&rt)
+            .iter(|| traced_unsampled(std::hint::black_box(1)))
+    });
+    group.bench_function("tracewire_unsampled_no_metrics", |b| {
+        b.to_async(&rt)
+            .iter(|| traced_unsampled_no_metrics(std::hint::black_box(1)))
+    });
+    {
+        let layer = tracing_opentelemetry::layer().with_tracer(sampled.tracer("bench"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let _default = tracing::subscriber::set_default(subscriber);
+        group.bench_function("tracing_instrument_otel_sampled", |b| {
+            b.to_async(&rt).iter(|| instrumented(std::hint::black_box(1)))
+        });
+    }
+    {
+        let layer = tracing_opentelemetry::layer().with_tracer(unsampled.tracer("bench"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let _default = tracing::subscriber::set_default(subscriber);
+        group.bench_function("tracing_instrument_otel_unsampled", |b| {
+            b.to_async(&rt).iter(|| instrumented(std::hint::black_box(1)))
+        });
+    }
+    group.bench_function("fastrace_root_and_trace", |b| {
+        b.to_async(&rt).iter(|| async {
+            let root =
+                fastrace::Span::root("call", fastrace::collector::SpanContext::random());
+            let _parent = root.set_local_parent();
+            fastrace_traced(std::hint::black_box(1)).await
+        })
+    });
+    group.bench_function("fastrace_root_only", |b| {
+        b.to_async(&rt).iter(|| async {
+            let root =
+                fastrace::Span::root("call", fastrace::collector::SpanContext::random());
+            let _parent = root.set_local_parent();
+            bare(std::hint::black_box(1)).await
+        })
+    });
+    group.finish();
+    fastrace::flush();
+    let _ = sampled.shutdown();
+    let _ = unsampled.shutdown();
+    let _ = meter_provider.shutdown();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,4 @@
+#[tracewire_macros::traced(kind = sender)]
+fn f() {}
+
+fn main() {}

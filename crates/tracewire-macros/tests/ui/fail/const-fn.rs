@@ -1,0 +1,6 @@
+#[tracewire_macros::traced]
+const fn answer() -> u32 {
+    42
+}
+
+fn main() {}

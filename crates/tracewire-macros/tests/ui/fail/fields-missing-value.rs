@@ -1,0 +1,4 @@
+#[tracewire_macros::traced(fields(total = ))]
+fn f() {}
+
+fn main() {}

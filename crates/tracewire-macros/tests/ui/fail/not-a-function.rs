@@ -1,0 +1,6 @@
+#[tracewire_macros::traced]
+struct Order {
+    id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tracewire_macros::traced(level = "info")]
+fn f() {}
+
+fn main() {}
