@@ -13,7 +13,7 @@
 //!   the delivery and is recorded.
 //! - [`RetryQueue`] republishes a failed message to a delay queue (TTL + dead-letter exchange
 //!   back to the work queue) in the same trace, counting attempts in
-//!   [`ATTEMPT_HEADER`](tracewire_core::messaging::ATTEMPT_HEADER).
+//!   [`ATTEMPT_HEADER`].
 //! - [`process_batch`] handles several deliveries in one span that links every message.
 //! - [`carrier`] holds the `FieldTable` injector/extractor for code that publishes or consumes
 //!   by hand.

@@ -412,3 +412,45 @@ async fn publish_to_a_missing_exchange_is_an_error() {
     assert_eq!(sent[0].attr("error.type"), Some("protocol_error"));
     let _ = AMQPValue::Void;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_handler_ends_the_span_as_an_error() {
+    let capture = Capture::install();
+    let conn = connect().await;
+    let channel = traced_channel(&conn).await;
+    let queue = unique("panic");
+    declare_queue(&channel, &queue, FieldTable::default()).await;
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let mut consumer = consume(&channel, &queue).await;
+    let delivery = next(&mut consumer).await;
+    let joined = tokio::spawn(delivery.process(|_| async {
+        if std::hint::black_box(true) {
+            panic!("handler bug");
+        }
+        Outcome::ack()
+    }))
+    .await;
+    assert!(joined.expect_err("the panic reaches the caller").is_panic());
+
+    let process = capture.span(&format!("process {queue}"));
+    assert_eq!(attr(&process, "error.type"), s("panic"));
+    assert_eq!(process.status, Status::error("panic"));
+    assert!(!has_attr(&process, "messaging.message.outcome"));
+    // Not settled: the broker redelivers it once the channel is gone; still unacked here.
+    let again = tokio::time::timeout(std::time::Duration::from_millis(300), consumer.recv()).await;
+    assert!(
+        again.is_err(),
+        "nothing else is delivered while it is unacked"
+    );
+}
