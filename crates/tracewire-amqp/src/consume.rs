@@ -31,20 +31,31 @@ pub(crate) struct ConsumerInfo {
     pub(crate) mode: ParentMode,
     /// `messaging.system`, `messaging.destination.name`, `messaging.consumer.group.name`.
     pub(crate) base_attrs: [KeyValue; 3],
+    /// The base attributes and `messaging.operation.name = receive`.
+    receive_attrs: [KeyValue; 4],
+    /// The base attributes and `messaging.operation.name = process`.
+    process_attrs: [KeyValue; 4],
 }
 
 impl ConsumerInfo {
     fn new(shared: Arc<Shared>, queue: &str) -> Self {
         let queue: Arc<str> = Arc::from(queue);
+        let base_attrs = [
+            KeyValue::new(attr::MESSAGING_SYSTEM, SYSTEM),
+            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, queue.clone()),
+            KeyValue::new(attr::MESSAGING_CONSUMER_GROUP_NAME, queue.clone()),
+        ];
+        let with_operation = |name: &'static str| {
+            let [a, b, c] = base_attrs.clone();
+            [a, b, c, KeyValue::new(attr::MESSAGING_OPERATION_NAME, name)]
+        };
         Self {
             mode: shared.parent_mode,
             shared,
             span_name: Cow::Owned(format!("process {queue}")),
-            base_attrs: [
-                KeyValue::new(attr::MESSAGING_SYSTEM, SYSTEM),
-                KeyValue::new(attr::MESSAGING_DESTINATION_NAME, queue.clone()),
-                KeyValue::new(attr::MESSAGING_CONSUMER_GROUP_NAME, queue.clone()),
-            ],
+            receive_attrs: with_operation("receive"),
+            process_attrs: with_operation("process"),
+            base_attrs,
             queue,
         }
     }
@@ -122,10 +133,7 @@ impl Stream for TracedConsumer {
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(delivery))) => {
                 let info = &this.info;
-                let mut attrs = Vec::with_capacity(4);
-                attrs.extend_from_slice(&info.base_attrs);
-                attrs.push(KeyValue::new(attr::MESSAGING_OPERATION_NAME, "receive"));
-                info.shared.instruments.consumed.add(1, &attrs);
+                info.shared.instruments.consumed.add(1, &info.receive_attrs);
                 Poll::Ready(Some(Ok(TracedDelivery::new(delivery, info.clone()))))
             }
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
@@ -531,18 +539,18 @@ impl ProcessSpan {
         if let Some(kind) = &forced_error {
             span.set_status(Status::error(*kind));
         }
-        let mut attrs = Vec::with_capacity(5);
-        attrs.extend_from_slice(&self.info.base_attrs);
-        attrs.push(KeyValue::new(attr::MESSAGING_OPERATION_NAME, "process"));
-        if let Some(kind) = error_type {
-            span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
-            attrs.push(KeyValue::new(attr::ERROR_TYPE, kind));
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let histogram = &self.info.shared.instruments.process_duration;
+        match error_type {
+            None => histogram.record(elapsed, &self.info.process_attrs),
+            Some(kind) => {
+                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
+                let mut attrs = Vec::with_capacity(5);
+                attrs.extend_from_slice(&self.info.process_attrs);
+                attrs.push(KeyValue::new(attr::ERROR_TYPE, kind));
+                histogram.record(elapsed, &attrs);
+            }
         }
-        self.info
-            .shared
-            .instruments
-            .process_duration
-            .record(self.start.elapsed().as_secs_f64(), &attrs);
         span.end();
     }
 }
