@@ -17,11 +17,24 @@ use tracewire_test::Capture;
 use futures_util::StreamExt;
 use support::*;
 
+/// `rabbitmqctl` (`RABBITMQCTL` overrides; Debian installs it in /usr/sbin, which a non-login
+/// PATH may lack).
+fn rabbitmqctl() -> Command {
+    let program = std::env::var("RABBITMQCTL").unwrap_or_else(|_| {
+        if std::path::Path::new("/usr/sbin/rabbitmqctl").exists() {
+            "/usr/sbin/rabbitmqctl".to_owned()
+        } else {
+            "rabbitmqctl".to_owned()
+        }
+    });
+    Command::new(program)
+}
+
 /// The Erlang pid of the broker connection named `name` (as `rabbitmqctl` lists it).
 fn connection_pid(name: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let out = Command::new("rabbitmqctl")
+        let out = rabbitmqctl()
             .args([
                 "list_connections",
                 "pid",
@@ -88,7 +101,7 @@ async fn connection_drop_surfaces_as_an_error_and_keeps_received_contexts() {
 
     // The broker closes the connection.
     let pid = connection_pid(&name);
-    let out = Command::new("rabbitmqctl")
+    let out = rabbitmqctl()
         .args(["close_connection", &pid, "test: broker-side drop"])
         .output()
         .expect("rabbitmqctl close_connection");
