@@ -6,6 +6,9 @@
 //!   with reqwest-tracing's `TracingMiddleware` bridged to OpenTelemetry by
 //!   tracing-opentelemetry (the peer stack; it injects `traceparent` too).
 //!
+//! A second group measures the layer alone, in process: an inner service that answers at once
+//! (no sockets), bare and wrapped in `ClientLayer`.
+//!
 //! Every instrumented variant exports its spans through a batch span processor into an
 //! exporter that discards them. reqwest-tracing supports OpenTelemetry up to 0.32 only, so the
 //! peer runs on its own 0.32 SDK (same batch processor and discarding exporter); the library
@@ -213,6 +216,31 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The layer's own cost, without sockets: an inner service that answers at once.
+    let inner = tower::service_fn(|_req: http::Request<Full<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(
+            b"{\"id\":7}",
+        ))))
+    });
+    global::set_tracer_provider(sampled.clone());
+    let layered_sampled = ClientLayer::new().layer(inner);
+    global::set_tracer_provider(unsampled.clone());
+    let layered_unsampled = ClientLayer::new().layer(inner);
+    let mut group = c.benchmark_group("client_layer_in_process");
+    group.bench_function("bare", |b| {
+        b.to_async(&rt).iter(|| tower_round_trip(&inner, &url));
+    });
+    group.bench_function("tracewire_sampled", |b| {
+        b.to_async(&rt)
+            .iter(|| tower_round_trip(&layered_sampled, &url));
+    });
+    group.bench_function("tracewire_unsampled", |b| {
+        b.to_async(&rt)
+            .iter(|| tower_round_trip(&layered_unsampled, &url));
+    });
+    group.finish();
+
     let _ = sampled.shutdown();
     let _ = unsampled.shutdown();
     let _ = peer_provider.shutdown();
