@@ -112,6 +112,10 @@ async fn attempts_stop_at_the_bound_and_post_is_not_resent_on_503() {
     assert_eq!(response.status(), 503, "the last response is returned");
     read_body(response.into_body()).await;
     assert_eq!(capture.spans_named("GET").len(), 3);
+    // Every request has its own budget of attempts.
+    let response = client.clone().oneshot(get(&url)).await.unwrap();
+    read_body(response.into_body()).await;
+    assert_eq!(capture.spans_named("GET").len(), 6);
 
     let post = http::Request::post(&url)
         .body(Full::new(Bytes::from_static(b"{}")))
@@ -120,7 +124,7 @@ async fn attempts_stop_at_the_bound_and_post_is_not_resent_on_503() {
     assert_eq!(response.status(), 503);
     read_body(response.into_body()).await;
     assert_eq!(capture.spans_named("POST").len(), 1);
-    assert_eq!(script.seen.lock().unwrap().len(), 4);
+    assert_eq!(script.seen.lock().unwrap().len(), 7);
 }
 
 #[tokio::test]
