@@ -205,6 +205,31 @@ async fn bad_propagation_headers_start_a_fresh_trace_and_never_fail_the_request(
     // An oversized baggage header is dropped, the valid traceparent beside it still counts.
     assert_eq!(spans[2].trace_id(), TRACE_ID);
     assert_eq!(tracewire::propagation::rejected_total() - before, 3);
+
+    // A traceparent that is not text is counted once, as not_utf8.
+    let before = tracewire::propagation::rejected_total();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = http::Request::get(format!("http://{addr}/users/1"))
+        .header(
+            "traceparent",
+            http::HeaderValue::from_bytes(b"00-\xe9\xe9-01").unwrap(),
+        )
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(tracewire::propagation::rejected_total() - before, 1);
+    let rejected = capture.metric("tracewire.propagation.rejected");
+    let by_reason = |reason: &str| {
+        rejected
+            .iter()
+            .filter(|p| p.attr("reason") == Some(reason) && p.attr("carrier") == Some("http"))
+            .map(|p| p.count_or_value())
+            .sum::<f64>()
+    };
+    assert_eq!(by_reason("malformed"), 2.0);
+    assert_eq!(by_reason("too_long"), 1.0);
+    assert_eq!(by_reason("not_utf8"), 1.0);
 }
 
 #[tokio::test]

@@ -92,6 +92,10 @@ pub fn rejected_total() -> u64 {
 struct Guarded<'a> {
     inner: &'a dyn Extractor,
     carrier: &'static str,
+    /// Set when the propagator asked for `traceparent` and got a value within limits, so a
+    /// context that still has no remote span afterwards was malformed. Remembered rather than
+    /// looked up again, so carriers that count rejections in `get` count each header once.
+    traceparent_seen: std::cell::Cell<bool>,
 }
 
 impl Extractor for Guarded<'_> {
@@ -105,6 +109,9 @@ impl Extractor for Guarded<'_> {
         if value.len() > limit {
             record_rejected(self.carrier, RejectReason::TooLong);
             return None;
+        }
+        if limit == MAX_TRACEPARENT_LEN {
+            self.traceparent_seen.set(true);
         }
         Some(value)
     }
@@ -147,12 +154,10 @@ pub fn extract_with_context(
     let guarded = Guarded {
         inner: extractor,
         carrier,
+        traceparent_seen: std::cell::Cell::new(false),
     };
     let cx = global::get_text_map_propagator(|p| p.extract_with_context(parent, &guarded));
-    if let Some(tp) = extractor.get(TRACEPARENT)
-        && tp.len() <= MAX_TRACEPARENT_LEN
-        && !cx.span().span_context().is_remote()
-    {
+    if guarded.traceparent_seen.get() && !cx.span().span_context().is_remote() {
         record_rejected(carrier, RejectReason::Malformed);
     }
     cx
