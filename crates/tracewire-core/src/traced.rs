@@ -36,12 +36,13 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use opentelemetry::metrics::{Histogram, ObservableCounter, ObservableUpDownCounter};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 
@@ -94,11 +95,27 @@ impl Kind {
     }
 }
 
-/// The instruments shared by every `#[traced]` function (built once per process).
+/// The instruments shared by every `#[traced]` function, built once per process.
+///
+/// Only the duration histogram is recorded per call through the SDK. The call counts and the
+/// in-flight counts are kept in per-call-site atomics and reported by the observable
+/// `function.calls` and `function.calls.concurrent` when the metrics are collected: the
+/// exported data is the same (a monotonic sum, an up-down sum), and a call costs two atomic
+/// additions instead of three attribute-set lookups.
 struct Instruments {
-    calls: Counter<u64>,
     duration: Histogram<f64>,
-    concurrent: UpDownCounter<i64>,
+    _calls: ObservableCounter<u64>,
+    _concurrent: ObservableUpDownCounter<i64>,
+}
+
+/// Every call site with metrics that has been called at least once.
+static SITES: Mutex<Vec<&'static SiteMetrics>> = Mutex::new(Vec::new());
+
+fn for_each_site(f: impl Fn(&SiteMetrics)) {
+    let sites = SITES.lock().unwrap_or_else(|p| p.into_inner());
+    for site in sites.iter() {
+        f(site);
+    }
 }
 
 fn instruments() -> &'static Instruments {
@@ -106,20 +123,37 @@ fn instruments() -> &'static Instruments {
     INSTRUMENTS.get_or_init(|| {
         let meter = crate::metrics::meter();
         Instruments {
-            calls: meter
-                .u64_counter(CALLS)
-                .with_unit("{call}")
-                .with_description("Calls of instrumented functions, by result")
-                .build(),
             duration: crate::metrics::duration_histogram(
                 &meter,
                 CALLS_DURATION,
                 "Duration of calls of instrumented functions",
             ),
-            concurrent: meter
-                .i64_up_down_counter(CALLS_CONCURRENT)
+            _calls: meter
+                .u64_observable_counter(CALLS)
+                .with_unit("{call}")
+                .with_description("Calls of instrumented functions, by result")
+                .with_callback(|observer| {
+                    for_each_site(|site| {
+                        for (count, attributes) in
+                            [(&site.ok_count, &site.ok), (&site.error_count, &site.error)]
+                        {
+                            let count = count.load(Ordering::Relaxed);
+                            if count > 0 {
+                                observer.observe(count, attributes);
+                            }
+                        }
+                    });
+                })
+                .build(),
+            _concurrent: meter
+                .i64_observable_up_down_counter(CALLS_CONCURRENT)
                 .with_unit("{call}")
                 .with_description("Calls of instrumented functions in flight")
+                .with_callback(|observer| {
+                    for_each_site(|site| {
+                        observer.observe(site.in_flight.load(Ordering::Relaxed), &site.base);
+                    });
+                })
                 .build(),
         }
     })
@@ -128,14 +162,17 @@ fn instruments() -> &'static Instruments {
 /// What a call site computes on its first call.
 struct SiteState {
     tracer: BoxedTracer,
-    metrics: Option<SiteMetrics>,
+    metrics: Option<&'static SiteMetrics>,
 }
 
 struct SiteMetrics {
-    instruments: &'static Instruments,
+    duration: &'static Histogram<f64>,
     ok: [KeyValue; 3],
     error: [KeyValue; 3],
     base: [KeyValue; 2],
+    ok_count: AtomicU64,
+    error_count: AtomicU64,
+    in_flight: AtomicI64,
 }
 
 /// One `#[traced]` function: built by the macro as a `static`, so everything that does not
@@ -190,14 +227,14 @@ impl CallSite {
         self.name
     }
 
-    fn state(&self) -> &SiteState {
+    fn state(&'static self) -> &'static SiteState {
         self.state.get_or_init(|| SiteState {
             tracer: crate::tracer(),
             metrics: self.metrics.then(|| {
                 let function = KeyValue::new(FUNCTION, self.function);
                 let module = KeyValue::new(MODULE, self.module);
-                SiteMetrics {
-                    instruments: instruments(),
+                let metrics: &'static SiteMetrics = Box::leak(Box::new(SiteMetrics {
+                    duration: &instruments().duration,
                     ok: [
                         function.clone(),
                         module.clone(),
@@ -209,7 +246,17 @@ impl CallSite {
                         KeyValue::new(RESULT, "error"),
                     ],
                     base: [function, module],
-                }
+                    ok_count: AtomicU64::new(0),
+                    error_count: AtomicU64::new(0),
+                    in_flight: AtomicI64::new(0),
+                }));
+                // One allocation per call site for the life of the process, so the
+                // collection callbacks can read it.
+                SITES
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(metrics);
+                metrics
             }),
         })
     }
@@ -233,13 +280,10 @@ impl CallSite {
             ]);
         }
         let cx = Context::current_with_span(span);
-        let start = match &state.metrics {
-            Some(m) => {
-                m.instruments.concurrent.add(1, &m.base);
-                Some(Instant::now())
-            }
-            None => None,
-        };
+        let start = state.metrics.map(|m| {
+            m.in_flight.fetch_add(1, Ordering::Relaxed);
+            Instant::now()
+        });
         SpanGuard {
             cx,
             site: self,
@@ -358,18 +402,19 @@ impl Drop for SpanGuard {
             }
             _ => {}
         }
-        span.end();
-        if let (Some(start), Some(m)) = (self.start, &self.site.state().metrics) {
-            m.instruments.concurrent.add(-1, &m.base);
-            let attributes = match outcome {
-                Outcome::Ok => &m.ok,
-                Outcome::Error | Outcome::Panicked => &m.error,
+        if self.recording {
+            span.end();
+        }
+        // A span that records nothing ends when its context is dropped; ending it here would
+        // only read the clock.
+        if let (Some(start), Some(m)) = (self.start, self.site.state().metrics) {
+            m.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match outcome {
+                Outcome::Ok => m.ok_count.fetch_add(1, Ordering::Relaxed),
+                Outcome::Error | Outcome::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
                 Outcome::Running => return,
             };
-            m.instruments.calls.add(1, attributes);
-            m.instruments
-                .duration
-                .record(start.elapsed().as_secs_f64(), &m.base);
+            m.duration.record(start.elapsed().as_secs_f64(), &m.base);
         }
     }
 }

@@ -93,7 +93,11 @@ pub(crate) fn traced(args: TracedArgs, item: ItemFn) -> syn::Result<TokenStream>
                 #[allow(unused_imports)]
                 use #private::{ViaDebug as _, ViaDisplay as _, ViaNothing as _};
                 #[allow(clippy::needless_borrow)]
-                let __tracewire_message = (&&&#private::ErrorRef(#err)).tracewire_message();
+                let __tracewire_message = if #guard.is_recording() {
+                    (&&&#private::ErrorRef(#err)).tracewire_message()
+                } else {
+                    ::core::option::Option::None
+                };
                 #guard.record_error(#private::error_type(#err), __tracewire_message);
             }
         }

@@ -32,3 +32,19 @@ async fn unsampled_calls_export_nothing_and_skip_fields() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].count_or_value(), 1.0);
 }
+
+#[traced]
+fn failing() -> Result<(), String> {
+    Err("nope".into())
+}
+
+#[test]
+fn unsampled_errors_are_still_counted() {
+    let capture = Capture::install_with_sampler(Sampler::AlwaysOff);
+    assert!(failing().is_err());
+    assert!(capture.spans().is_empty());
+    let calls = capture.metric("function.calls");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].attr("result"), Some("error"));
+    assert_eq!(calls[0].attr("function"), Some("failing"));
+}
