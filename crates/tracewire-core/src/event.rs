@@ -9,7 +9,7 @@
 //!   the same keys as attributes.
 //!
 //! Fields marked `#[event(pii)]` are never written in clear: their value is replaced by
-//! [`REDACTED`](crate::redact::REDACTED), or, with `#[event(pii = "hash")]`, by a keyed hash
+//! [`REDACTED`], or, with `#[event(pii = "hash")]`, by a keyed hash
 //! ([`pii_hash`]: HMAC-SHA-256 under the key given to [`set_pii_hash_key`], truncated to 128
 //! bits, 32 hex digits) so equal values can still be correlated without being readable. With
 //! no key configured, hashed fields are redacted: an unkeyed hash of an e-mail address can be
@@ -204,7 +204,7 @@ fn with_key<T>(f: impl FnOnce(Option<&HmacSha256>) -> T) -> T {
 
 /// The keyed hash written for a `#[event(pii = "hash")]` field: HMAC-SHA-256 of the value's
 /// text under the configured key, first 128 bits as 32 lowercase hex digits;
-/// [`REDACTED`](crate::redact::REDACTED) when no key is configured.
+/// [`REDACTED`] when no key is configured.
 ///
 /// ```
 /// use tracewire_core::event::{pii_hash, set_pii_hash_key};

@@ -92,6 +92,18 @@ mod reexported {
 #[traced(crate = reexported::observability)]
 fn through_reexport() {}
 
+#[traced]
+#[tokio::main(flavor = "current_thread")]
+async fn traced_outside_tokio_main() -> u8 {
+    async_fn(1).await as u8
+}
+
+#[tokio::main(flavor = "current_thread")]
+#[traced]
+async fn traced_inside_tokio_main() -> Result<(), std::io::Error> {
+    login("a", "b").await
+}
+
 fn assert_send<T: Send>(_: T) {}
 
 fn main() {
@@ -110,4 +122,6 @@ fn main() {
     let _ = s.get("k");
     let _ = s.by_value();
     through_reexport();
+    let _ = traced_outside_tokio_main();
+    let _ = traced_inside_tokio_main();
 }
