@@ -3,104 +3,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::Service;
 use common::{PARENT_ID, TRACE_ID, TRACEPARENT, get, trace_id_of};
 use serde_json::Value;
 use tracewire_test::OtlpReceiver;
 
-struct Quickstart {
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-    addr: String,
-}
+struct Quickstart;
 
 impl Quickstart {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quickstart"));
-        cmd.env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start the quickstart binary");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                sink.lock().unwrap().push(value);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        if let Some((_, addr)) = env.iter().find(|(k, _)| *k == "LISTEN_ADDR") {
-            // A fixed address (the listening line may be filtered out): wait for the port.
-            while std::net::TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "quickstart did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            return Self {
-                child,
-                lines,
-                addr: addr.to_string(),
-            };
-        }
-        let addr = loop {
-            if let Some(addr) = lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l["message"] == "quickstart listening")
-                .and_then(|l| l["addr"].as_str().map(str::to_owned))
-            {
-                break addr;
-            }
-            assert!(Instant::now() < deadline, "quickstart did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Self { child, lines, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn logs(&self) -> Vec<Value> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "quickstart ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Quickstart {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
+    fn start(env: &[(&str, &str)]) -> Service {
+        Service::start(
+            env!("CARGO_BIN_EXE_quickstart"),
+            "quickstart listening",
+            env,
+        )
     }
 }
 
@@ -275,7 +194,10 @@ async fn rust_log_sampler_and_default_service_name_come_from_the_environment() {
     assert_eq!(answer.status, 200);
     let traceparent = answer.headers["traceparent"].to_str().unwrap();
     assert_eq!(trace_id_of(traceparent), TRACE_ID, "the trace continues");
-    assert!(traceparent.ends_with("-00"), "always_off: not sampled: {traceparent}");
+    assert!(
+        traceparent.ends_with("-00"),
+        "always_off: not sampled: {traceparent}"
+    );
     assert_eq!(get(&app.url("/fail"), &[]).await.status, 500);
     assert!(
         receiver
@@ -290,7 +212,8 @@ async fn rust_log_sampler_and_default_service_name_come_from_the_environment() {
 
     let logs = logs.lock().unwrap().clone();
     assert!(
-        logs.iter().all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
+        logs.iter()
+            .all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
         "RUST_LOG=warn let lower levels through: {logs:?}"
     );
     assert!(!logs.iter().any(|l| l["message"] == "loading user"));
@@ -299,6 +222,9 @@ async fn rust_log_sampler_and_default_service_name_come_from_the_environment() {
         .find(|l| l["message"] == "cannot serve request")
         .expect("the handler's ERROR line");
     assert_eq!(error["level"], "ERROR");
-    assert_eq!(error["service.name"], "quickstart", "defaults to the executable's name");
+    assert_eq!(
+        error["service.name"], "quickstart",
+        "defaults to the executable's name"
+    );
     assert_eq!(error["trace_id"].as_str().map(str::len), Some(32));
 }

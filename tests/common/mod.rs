@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 
 use bytes::Bytes;

@@ -15,4 +15,5 @@ pub mod propagation;
 pub mod reqwest;
 pub mod server;
 
+pub use client::ClientLayer;
 pub use server::{RequestId, ServerLayer};

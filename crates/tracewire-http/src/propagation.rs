@@ -54,9 +54,18 @@ pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
-            record_rejected(CARRIER, RejectReason::Unrepresentable);
-            return;
+        // The W3C names are static: no allocation for the headers written on every request.
+        let name = match key {
+            "traceparent" => HeaderName::from_static("traceparent"),
+            "tracestate" => HeaderName::from_static("tracestate"),
+            "baggage" => HeaderName::from_static("baggage"),
+            other => match HeaderName::from_bytes(other.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => {
+                    record_rejected(CARRIER, RejectReason::Unrepresentable);
+                    return;
+                }
+            },
         };
         let Ok(value) = HeaderValue::try_from(value) else {
             record_rejected(CARRIER, RejectReason::Unrepresentable);
