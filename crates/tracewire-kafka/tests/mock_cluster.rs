@@ -207,3 +207,138 @@ async fn wrappers_run_on_spawned_tasks() {
         send.span_context.trace_id()
     );
 }
+
+/// A failing handler sets `error.type` and an error status, and nothing is committed; a
+/// commit the broker refuses is recorded as `commit_failed` with the broker's error code.
+#[tokio::test]
+async fn handler_errors_and_refused_commits_are_recorded() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let telemetry = install();
+    let broker = Broker::mock();
+    let topic = unique("refused");
+    let group = unique("g");
+    broker.create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    for payload in ["first", "second"] {
+        within(
+            30,
+            "delivery",
+            producer.send(
+                FutureRecord::<str, str>::to(&topic).payload(payload),
+                Duration::from_secs(5),
+            ),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&group))
+        .unwrap()
+        .with_commit(Some(CommitMode::Sync));
+    support::assign(consumer.inner(), &[(&topic, 1)]);
+
+    let first = within(30, "the first record", consumer.recv())
+        .await
+        .unwrap();
+    let result: Result<(), scenarios::PaymentDeclined> = consumer
+        .process(&first, async { Err(scenarios::PaymentDeclined) })
+        .await;
+    assert!(result.is_err());
+    drop(first);
+
+    broker.mock_cluster().unwrap().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 5],
+    );
+    let second = within(30, "the second record", consumer.recv())
+        .await
+        .unwrap();
+    let result: Result<(), scenarios::PaymentDeclined> =
+        consumer.process(&second, async { Ok(()) }).await;
+    assert!(result.is_ok(), "the handler's result is returned as is");
+
+    let spans = telemetry.spans_named(&format!("process {topic}"));
+    assert_eq!(spans.len(), 2);
+    assert_attr(&spans[0], "error.type", "PaymentDeclined");
+    assert_eq!(spans[0].status, Status::error("payment declined"));
+    assert_eq!(
+        attr(&spans[0].attributes, "messaging.message.outcome"),
+        None
+    );
+    assert_attr(&spans[1], "messaging.message.outcome", "commit_failed");
+    assert_attr(&spans[1], "error.type", "GroupAuthorizationFailed");
+    assert!(matches!(spans[1].status, Status::Error { .. }));
+    assert_eq!(
+        telemetry
+            .histogram_count(
+                "messaging.process.duration",
+                &[("error.type", "PaymentDeclined")]
+            )
+            .0,
+        1
+    );
+}
+
+/// A `BaseProducer`-style producer (here a `ThreadedProducer`) uses `ProducerTelemetry`: the
+/// send span travels as the delivery opaque and is finished from the delivery callback.
+#[tokio::test]
+async fn producer_telemetry_serves_other_producers() {
+    use rdkafka::ClientContext;
+    use rdkafka::config::FromClientConfigAndContext;
+    use rdkafka::producer::{
+        BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+    };
+    use tracewire_kafka::{ProducerTelemetry, SendSpan};
+
+    struct Delivered;
+    impl ClientContext for Delivered {}
+    impl ProducerContext for Delivered {
+        type DeliveryOpaque = Box<SendSpan>;
+        fn delivery(&self, result: &DeliveryResult<'_>, span: Box<SendSpan>) {
+            match result {
+                Ok(msg) => span.delivered(msg.partition(), msg.offset()),
+                Err((err, _)) => span.failed(err),
+            }
+        }
+    }
+
+    let telemetry = install();
+    let broker = Broker::mock();
+    let topic = unique("threaded");
+    broker.create_topic(&topic, 1).await;
+    let producer: ThreadedProducer<Delivered> =
+        ThreadedProducer::from_config_and_context(&broker.producer_config(), Delivered).unwrap();
+    let instruments = ProducerTelemetry::new();
+    let span = instruments.start_send(&topic, None, 5);
+    let headers = span.headers::<rdkafka::message::OwnedHeaders>(None);
+    producer
+        .send(
+            BaseRecord::<str, str, Box<SendSpan>>::with_opaque_to(&topic, Box::new(span))
+                .payload("hello")
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
+    support::assign(consumer.inner(), &[(&topic, 1)]);
+    let msg = within(30, "the record", consumer.recv()).await.unwrap();
+    let result: Result<(), KafkaError> = consumer.process(&msg, async { Ok(()) }).await;
+    result.unwrap();
+
+    let send = telemetry.span(&format!("send {topic}"));
+    let process = telemetry.span(&format!("process {topic}"));
+    assert_attr(&send, "messaging.kafka.offset", 0i64);
+    assert_attr(&send, "messaging.destination.partition.id", "0");
+    assert_eq!(process.parent_span_id, send.span_context.span_id());
+    assert_eq!(
+        telemetry.counter(
+            "messaging.client.sent.messages",
+            &[("messaging.destination.name", topic.as_str())]
+        ),
+        1
+    );
+}
