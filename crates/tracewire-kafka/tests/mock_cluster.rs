@@ -212,7 +212,7 @@ async fn wrappers_run_on_spawned_tasks() {
 /// commit the broker refuses is recorded as `commit_failed` with the broker's error code.
 #[tokio::test]
 async fn handler_errors_and_refused_commits_are_recorded() {
-    use rdkafka::consumer::{CommitMode, Consumer};
+    use rdkafka::consumer::CommitMode;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     let telemetry = install();
