@@ -1,5 +1,6 @@
 //! Added cost of instrumenting one call of an empty async function, in one run: bare;
-//! `#[traced]` sampled and unsampled (with and without its metrics); `#[tracing::instrument]`
+//! `#[traced]` sampled, unsampled at the root, and inside an unsampled trace (with and without
+//! its metrics); `#[tracing::instrument]`
 //! exporting through tracing-opentelemetry; fastrace's `#[trace]` with its reporter.
 //!
 //! The OpenTelemetry variants export through a batch span processor into an exporter that
@@ -70,6 +71,30 @@ async fn traced_unsampled_no_metrics(x: u64) -> u64 {
     std::hint::black_box(x)
 }
 
+#[tracewire_macros::traced(metrics = false)]
+async fn traced_in_unsampled_trace(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+#[tracewire_macros::traced]
+async fn traced_in_unsampled_trace_metrics(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+fn unsampled_parent() -> opentelemetry::Context {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let sc = SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    opentelemetry::Context::new().with_remote_span_context(sc)
+}
+
 #[tracing::instrument]
 async fn instrumented(x: u64) -> u64 {
     std::hint::black_box(x)
@@ -108,6 +133,12 @@ fn bench(c: &mut Criterion) {
         traced_unsampled(0).await;
         traced_unsampled_no_metrics(0).await;
     });
+    let parent_based = provider(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    global::set_tracer_provider(parent_based.clone());
+    rt.block_on(async {
+        traced_in_unsampled_trace(0).await;
+        traced_in_unsampled_trace_metrics(0).await;
+    });
 
     fastrace::set_reporter(DiscardRecords, fastrace::collector::Config::default());
 
@@ -116,7 +147,8 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| bare(std::hint::black_box(1)))
     });
     group.bench_function("tracewire_sampled", |b| {
-        b.to_async(&rt).iter(|| traced_sampled(std::hint::black_box(1)))
+        b.to_async(&rt)
+            .iter(|| traced_sampled(std::hint::black_box(1)))
     });
     group.bench_function("tracewire_sampled_no_metrics", |b| {
         b.to_async(&rt)
@@ -131,11 +163,27 @@ fn bench(c: &mut Criterion) {
             .iter(|| traced_unsampled_no_metrics(std::hint::black_box(1)))
     });
     {
+        // Inside an unsampled trace (parent-based sampler, `traceparent` flags 00), with the
+        // parent-based shortcut on: no span is started.
+        tracewire_core::traced::set_skip_unsampled_children(true);
+        let _parent = unsampled_parent().attach();
+        group.bench_function("tracewire_in_unsampled_trace", |b| {
+            b.to_async(&rt)
+                .iter(|| traced_in_unsampled_trace(std::hint::black_box(1)))
+        });
+        group.bench_function("tracewire_in_unsampled_trace_metrics", |b| {
+            b.to_async(&rt)
+                .iter(|| traced_in_unsampled_trace_metrics(std::hint::black_box(1)))
+        });
+        tracewire_core::traced::set_skip_unsampled_children(false);
+    }
+    {
         let layer = tracing_opentelemetry::layer().with_tracer(sampled.tracer("bench"));
         let subscriber = tracing_subscriber::registry().with(layer);
         let _default = tracing::subscriber::set_default(subscriber);
         group.bench_function("tracing_instrument_otel_sampled", |b| {
-            b.to_async(&rt).iter(|| instrumented(std::hint::black_box(1)))
+            b.to_async(&rt)
+                .iter(|| instrumented(std::hint::black_box(1)))
         });
     }
     {
@@ -143,21 +191,20 @@ fn bench(c: &mut Criterion) {
         let subscriber = tracing_subscriber::registry().with(layer);
         let _default = tracing::subscriber::set_default(subscriber);
         group.bench_function("tracing_instrument_otel_unsampled", |b| {
-            b.to_async(&rt).iter(|| instrumented(std::hint::black_box(1)))
+            b.to_async(&rt)
+                .iter(|| instrumented(std::hint::black_box(1)))
         });
     }
     group.bench_function("fastrace_root_and_trace", |b| {
         b.to_async(&rt).iter(|| async {
-            let root =
-                fastrace::Span::root("call", fastrace::collector::SpanContext::random());
+            let root = fastrace::Span::root("call", fastrace::collector::SpanContext::random());
             let _parent = root.set_local_parent();
             fastrace_traced(std::hint::black_box(1)).await
         })
     });
     group.bench_function("fastrace_root_only", |b| {
         b.to_async(&rt).iter(|| async {
-            let root =
-                fastrace::Span::root("call", fastrace::collector::SpanContext::random());
+            let root = fastrace::Span::root("call", fastrace::collector::SpanContext::random());
             let _parent = root.set_local_parent();
             bare(std::hint::black_box(1)).await
         })
@@ -166,6 +213,7 @@ fn bench(c: &mut Criterion) {
     fastrace::flush();
     let _ = sampled.shutdown();
     let _ = unsampled.shutdown();
+    let _ = parent_based.shutdown();
     let _ = meter_provider.shutdown();
 }
 

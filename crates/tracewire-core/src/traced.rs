@@ -36,7 +36,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
@@ -48,6 +48,18 @@ use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 
 use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE, ERROR_TYPE, EXCEPTION_EVENT};
 use crate::attributes::{EXCEPTION_MESSAGE, EXCEPTION_TYPE};
+
+static SKIP_UNSAMPLED_CHILDREN: AtomicBool = AtomicBool::new(false);
+
+/// Tells `#[traced]` that the tracer provider's sampler is parent-based (`parentbased_*`, the
+/// OpenTelemetry default): a call made inside an unsampled trace then starts no span at all —
+/// the sampler would drop it anyway — and runs in the caller's context, which keeps the
+/// unsampled decision for everything downstream. Calls still count in the metrics.
+///
+/// Off by default, because other samplers may sample the child of an unsampled parent.
+pub fn set_skip_unsampled_children(enabled: bool) {
+    SKIP_UNSAMPLED_CHILDREN.store(enabled, Ordering::Relaxed);
+}
 
 /// Set to `true` on the span of a call whose future was dropped before it completed.
 pub const CANCELLED: &str = "tracewire.cancelled";
@@ -265,6 +277,25 @@ impl CallSite {
     /// flight. The returned guard ends both.
     pub fn start(&'static self) -> SpanGuard {
         let state = self.state();
+        let start = state.metrics.map(|m| {
+            m.in_flight.fetch_add(1, Ordering::Relaxed);
+            Instant::now()
+        });
+        if SKIP_UNSAMPLED_CHILDREN.load(Ordering::Relaxed)
+            && Context::map_current(|cx| {
+                let span = cx.span();
+                let sc = span.span_context();
+                sc.is_valid() && !sc.is_sampled()
+            })
+        {
+            return SpanGuard {
+                cx: None,
+                site: self,
+                start,
+                recording: false,
+                outcome: Outcome::Running,
+            };
+        }
         let builder = state
             .tracer
             .span_builder(Cow::Borrowed(self.name))
@@ -280,12 +311,8 @@ impl CallSite {
             ]);
         }
         let cx = Context::current_with_span(span);
-        let start = state.metrics.map(|m| {
-            m.in_flight.fetch_add(1, Ordering::Relaxed);
-            Instant::now()
-        });
         SpanGuard {
-            cx,
+            cx: Some(cx),
             site: self,
             start,
             recording,
@@ -305,7 +332,7 @@ enum Outcome {
 /// The span of one call of a `#[traced]` function. Ends the span exactly once: in
 /// [`finish`](Self::finish), or in `Drop` (panic or cancellation).
 pub struct SpanGuard {
-    cx: Context,
+    cx: Option<Context>,
     site: &'static CallSite,
     start: Option<Instant>,
     recording: bool,
@@ -329,32 +356,33 @@ impl SpanGuard {
         self.recording
     }
 
-    /// The context holding this call's span.
-    pub fn context(&self) -> &Context {
-        &self.cx
+    /// The context holding this call's span (`None` when no span was started, see
+    /// [`set_skip_unsampled_children`]).
+    pub fn context(&self) -> Option<&Context> {
+        self.cx.as_ref()
     }
 
     /// Sets attributes on the span (no-op when it is not recording).
     pub fn set_attributes<I: IntoIterator<Item = KeyValue>>(&self, attributes: I) {
-        if self.recording {
-            self.cx.span().set_attributes(attributes);
+        if let (true, Some(cx)) = (self.recording, &self.cx) {
+            cx.span().set_attributes(attributes);
         }
     }
 
     /// Attaches the span's context to the current thread until the returned guard is dropped
     /// (synchronous bodies).
-    pub fn enter(&self) -> ContextGuard {
-        self.cx.clone().attach()
+    pub fn enter(&self) -> Option<ContextGuard> {
+        self.cx.as_ref().map(|cx| cx.clone().attach())
     }
 
     /// Records that the call returned an error: status Error with `message`, `error.type` and
     /// an `exception` event.
     pub fn record_error(&mut self, error_type: &'static str, message: Option<String>) {
         self.outcome = Outcome::Error;
-        if !self.recording {
+        let (true, Some(cx)) = (self.recording, &self.cx) else {
             return;
-        }
-        let span = self.cx.span();
+        };
+        let span = cx.span();
         span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
         let mut attributes = vec![KeyValue::new(EXCEPTION_TYPE, error_type)];
         let description = match message {
@@ -391,7 +419,13 @@ impl Drop for SpanGuard {
         if outcome == Outcome::Running && std::thread::panicking() {
             outcome = Outcome::Panicked;
         }
-        let span = self.cx.span();
+        // A span that records nothing ends when its context is dropped: ending it here would
+        // only read the clock.
+        let Some(cx) = self.cx.as_ref().filter(|_| self.recording) else {
+            self.record_metrics(outcome);
+            return;
+        };
+        let span = cx.span();
         match outcome {
             Outcome::Panicked if self.recording => {
                 span.set_attribute(KeyValue::new(ERROR_TYPE, PANIC_ERROR_TYPE));
@@ -402,11 +436,13 @@ impl Drop for SpanGuard {
             }
             _ => {}
         }
-        if self.recording {
-            span.end();
-        }
-        // A span that records nothing ends when its context is dropped; ending it here would
-        // only read the clock.
+        span.end();
+        self.record_metrics(outcome);
+    }
+}
+
+impl SpanGuard {
+    fn record_metrics(&self, outcome: Outcome) {
         if let (Some(start), Some(m)) = (self.start, self.site.state().metrics) {
             m.in_flight.fetch_sub(1, Ordering::Relaxed);
             match outcome {
@@ -471,7 +507,7 @@ impl<F: Future> Future for Instrumented<F> {
             // Polled after completion: there is nothing left to run.
             return Poll::Pending;
         };
-        let _attached = guard.cx.clone().attach();
+        let _attached = guard.enter();
         let sentinel = PanicSentinel(this.guard);
         let output = match this.inner.poll(cx) {
             Poll::Ready(output) => output,

@@ -48,3 +48,45 @@ fn unsampled_errors_are_still_counted() {
     assert_eq!(calls[0].attr("result"), Some("error"));
     assert_eq!(calls[0].attr("function"), Some("failing"));
 }
+
+#[traced]
+async fn child() -> String {
+    opentelemetry::Context::current()
+        .span()
+        .span_context()
+        .span_id()
+        .to_string()
+}
+
+fn unsampled_parent() -> opentelemetry::Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let sc = SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    opentelemetry::Context::new().with_remote_span_context(sc)
+}
+
+#[tokio::test]
+async fn inside_an_unsampled_trace_children_follow_the_parent() {
+    let capture = Capture::install_with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    let cx = unsampled_parent();
+    // Default: a (dropped) child span with its own id.
+    let id = opentelemetry::context::FutureExt::with_context(child(), cx.clone()).await;
+    assert_ne!(id, "00f067aa0ba902b7");
+    // With the parent-based shortcut: no span is started; the body runs in the caller's
+    // unsampled context.
+    tracewire_core::traced::set_skip_unsampled_children(true);
+    let id = opentelemetry::context::FutureExt::with_context(child(), cx.clone()).await;
+    assert_eq!(id, "00f067aa0ba902b7");
+    assert!(capture.spans().is_empty());
+    let calls = capture.metric("function.calls");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].count_or_value(), 2.0);
+    // A sampled trace is unaffected.
+    child().await;
+    assert_eq!(capture.spans_named("child").len(), 1);
+}
