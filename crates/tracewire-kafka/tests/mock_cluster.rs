@@ -163,9 +163,16 @@ async fn broker_going_away_mid_stream_surfaces_a_consumer_error() {
         .await
         .map(|m| m.offset())
         .expect_err("the broker is gone");
-    assert_eq!(
-        err,
-        KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown)
+    // librdkafka reports the lost connection first or the state of all brokers first,
+    // depending on timing: both say the broker is gone.
+    assert!(
+        matches!(
+            err,
+            KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure
+            )
+        ),
+        "{err:?}"
     );
     assert_eq!(telemetry.spans_named(&format!("process {topic}")).len(), 1);
 }
