@@ -12,13 +12,21 @@ use proc_macro::TokenStream;
 
 /// Gives a function a span and call metrics.
 ///
-/// ```ignore
-/// #[tracewire::traced]
+/// ```
+/// # use tracewire_macros as tracewire_m;
+/// # #[derive(Debug)] struct Order; #[derive(Debug)] struct DbError;
+/// # impl std::fmt::Display for DbError {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("db") }
+/// # }
+/// # async fn fetch(_: u64) -> Result<Order, DbError> { Ok(Order) }
+/// #[tracewire_m::traced(fields(order.id = id))]
 /// async fn load_order(id: u64) -> Result<Order, DbError> {
 ///     tracing::info!("loading"); // carries the span's trace id
-///     db.fetch(id).await
+///     fetch(id).await
 /// }
 /// ```
+///
+/// (Through the facade: `#[tracewire::traced]`.)
 ///
 /// # What a call records
 ///
@@ -85,8 +93,15 @@ pub fn traced(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Derives `tracewire::Event`: a typed, versioned event with a registered schema.
 ///
-/// ```ignore
-/// #[derive(tracewire::Event)]
+/// ```
+/// # use tracewire_macros as tracewire_m;
+/// # struct OrderStatus;
+/// # impl std::fmt::Display for OrderStatus {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("placed") }
+/// # }
+/// use tracewire::__private::Event as _; // `tracewire::Event` through the facade
+///
+/// #[derive(tracewire_m::Event)]
 /// #[event(name = "order.placed", version = 1)]
 /// struct OrderPlaced {
 ///     order_id: u64,
@@ -100,8 +115,15 @@ pub fn traced(args: TokenStream, item: TokenStream) -> TokenStream {
 ///     customer_id: String,           // written as a keyed hash
 /// }
 ///
-/// use tracewire::Event as _;
-/// OrderPlaced { /* ... */ }.emit();
+/// OrderPlaced {
+///     order_id: 42,
+///     amount: 19.5,
+///     coupon: None,
+///     status: OrderStatus,
+///     email: "alice@example.com".into(),
+///     customer_id: "c-1".into(),
+/// }
+/// .emit();
 /// ```
 ///
 /// `emit()` writes one JSON log line (target `tracewire::event`: `event.name`,
