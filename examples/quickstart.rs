@@ -8,34 +8,98 @@
 //! ```
 //!
 //! Serves on `LISTEN_ADDR` (default `127.0.0.1:3000`): `GET /users/{id}`, `GET /fail` (500),
-//! `GET /metrics`. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
+//! `GET /metrics`. Inner functions carry `#[tracewire::traced]` (a child span and the
+//! `function.calls*` metrics each); serving a user emits the `user.viewed` event. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
 //! Stops gracefully on SIGINT or SIGTERM, flushing telemetry.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use tracewire::Event as _;
+use tracewire_examples::UserViewed;
 
 #[derive(Serialize)]
 struct User {
     id: u64,
     name: String,
+    #[serde(skip)]
+    email: String,
 }
 
-async fn get_user(Path(id): Path<u64>) -> Json<User> {
+#[derive(Debug)]
+struct NotFound(u64);
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no user {}", self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+#[derive(Debug)]
+struct DatabaseUnavailable;
+
+impl std::fmt::Display for DatabaseUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("database unavailable")
+    }
+}
+
+impl std::error::Error for DatabaseUnavailable {}
+
+async fn get_user(Path(id): Path<u64>) -> Result<Json<User>, StatusCode> {
     tracing::info!(user_id = id, "loading user");
-    Json(User {
+    let user = load_user(id).await.map_err(|_| StatusCode::NOT_FOUND)?;
+    UserViewed {
+        user_id: id,
+        email: user.email.clone(),
+    }
+    .emit();
+    Ok(Json(user))
+}
+
+/// A child span of the request, `function.calls{function="load_user"}` and friends.
+#[tracewire::traced(fields(user.id = id))]
+async fn load_user(id: u64) -> Result<User, NotFound> {
+    let name = fetch_profile(id).await?;
+    tracing::info!(user_id = id, "profile fetched");
+    Ok(User {
         id,
-        name: format!("user-{id}"),
+        name,
+        email: format!("user{id}@example.com"),
     })
 }
 
+/// Nested: a child of `load_user`'s span. User 0 does not exist (an error span).
+#[tracewire::traced]
+async fn fetch_profile(id: u64) -> Result<String, NotFound> {
+    if id == 0 {
+        return Err(NotFound(id));
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    Ok(format!("user-{id}"))
+}
+
 async fn fail() -> (StatusCode, &'static str) {
-    tracing::error!(reason = "database unavailable", "cannot serve request");
-    (StatusCode::INTERNAL_SERVER_ERROR, "database unavailable\n")
+    match check_database().await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(error) => {
+            tracing::error!(%error, "cannot serve request");
+            (StatusCode::INTERNAL_SERVER_ERROR, "database unavailable\n")
+        }
+    }
+}
+
+/// Always fails: its span records the error (`error.type`, an `exception` event).
+#[tracewire::traced]
+async fn check_database() -> Result<(), DatabaseUnavailable> {
+    Err(DatabaseUnavailable)
 }
 
 #[tokio::main]

@@ -46,7 +46,8 @@ async fn a_request_through_the_gateway_is_one_trace_across_both_services() {
     let body: Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(body["id"], 7);
 
-    let spans = receiver.wait_for_spans(3, Duration::from_secs(15)).await;
+    // users: server, load_user, fetch_profile; gateway: server, client.
+    let spans = receiver.wait_for_spans(5, Duration::from_secs(15)).await;
     let find = |service: &str, name: &str| {
         spans
             .iter()

@@ -66,6 +66,24 @@ async fn done_when(protocol: &str) {
         metrics.body
     );
     assert!(metrics.body.contains("http_server_active_requests"));
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with("function_calls_total")
+                && l.contains("function=\"load_user\"")
+                && l.contains("result=\"ok\"")),
+        "no #[traced] call metric in /metrics:\n{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with("function_calls_total")
+                && l.contains("function=\"check_database\"")
+                && l.contains("result=\"error\""))
+    );
 
     // The log lines of that request carry its trace id.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -94,7 +112,7 @@ async fn done_when(protocol: &str) {
     );
 
     // The exported server span has the incoming span as parent, and the resource is right.
-    let spans = receiver.wait_for_spans(3, Duration::from_secs(15)).await;
+    let spans = receiver.wait_for_spans(6, Duration::from_secs(15)).await;
     let server = spans
         .iter()
         .find(|s| s.name == "GET /users/{id}")
@@ -118,6 +136,46 @@ async fn done_when(protocol: &str) {
     let fail = spans.iter().find(|s| s.name == "GET /fail").unwrap();
     assert_eq!(fail.status_code, 2, "ERROR");
     assert_eq!(fail.attributes["error.type"], "500");
+
+    // #[traced] functions: server span → load_user → fetch_profile, errors recorded.
+    let load = spans
+        .iter()
+        .find(|s| s.name == "load_user")
+        .expect("load_user span");
+    assert_eq!(load.trace_id, TRACE_ID);
+    assert_eq!(load.parent_span_id, server_span_id);
+    assert_eq!(load.kind, 1, "INTERNAL");
+    assert_eq!(load.attributes["user.id"], "7");
+    assert!(load.attributes["code.function.name"].ends_with("load_user"));
+    let fetch = spans
+        .iter()
+        .find(|s| s.name == "fetch_profile")
+        .expect("fetch_profile span");
+    assert_eq!(fetch.trace_id, TRACE_ID);
+    assert_eq!(fetch.parent_span_id, load.span_id);
+    let db = spans
+        .iter()
+        .find(|s| s.name == "check_database")
+        .expect("check_database span");
+    assert_eq!(db.parent_span_id, fail.span_id);
+    assert_eq!(db.status_code, 2);
+    assert_eq!(db.attributes["error.type"], "DatabaseUnavailable");
+
+    // The derived event: one JSON line in the request's trace, personal data redacted.
+    let event = app
+        .logs()
+        .into_iter()
+        .find(|l| l["event.name"] == "user.viewed")
+        .expect("user.viewed event line");
+    assert_eq!(event["event.version"], 1);
+    assert_eq!(event["user_id"], 7);
+    assert_eq!(event["email"], "REDACTED");
+    assert_eq!(event["trace_id"], TRACE_ID);
+    assert!(
+        !app.logs()
+            .iter()
+            .any(|l| l.to_string().contains("user7@example.com"))
+    );
 
     assert!(
         receiver
@@ -149,7 +207,7 @@ async fn a_collector_that_is_down_neither_slows_nor_breaks_the_service() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
     ]);
-    for i in 0..50 {
+    for i in 1..=50 {
         let answer = get(&app.url(&format!("/users/{i}")), &[]).await;
         assert_eq!(answer.status, 200);
     }

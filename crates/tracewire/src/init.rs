@@ -130,6 +130,7 @@ pub struct Builder {
     metric_interval: Option<Duration>,
     sensitive: SensitiveHeaders,
     propagator: Option<Box<dyn TextMapPropagator + Send + Sync>>,
+    pii_hash_key: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Builder {
@@ -163,6 +164,7 @@ impl Default for Builder {
             metric_interval: None,
             sensitive: SensitiveHeaders::default(),
             propagator: None,
+            pii_hash_key: None,
         }
     }
 }
@@ -260,6 +262,13 @@ impl Builder {
         self
     }
 
+    /// The key of the keyed hash written for `#[event(pii = "hash")]` fields (default: the
+    /// `TRACEWIRE_PII_HASH_KEY` variable; without a key, hashed fields are redacted).
+    pub fn pii_hash_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.pii_hash_key = Some(key.as_ref().to_vec());
+        self
+    }
+
     /// Builds the pipeline and installs it globally.
     pub fn init(self) -> Result<Telemetry, InitError> {
         let resource = crate::resource::build(
@@ -269,6 +278,11 @@ impl Builder {
         );
 
         let failed_spans = Arc::new(AtomicU64::new(0));
+        let parent_based = match &self.sampler {
+            Some(sampler) => matches!(sampler, Sampler::ParentBased(_)),
+            None => env_nonempty("OTEL_TRACES_SAMPLER")
+                .is_none_or(|s| s.trim().starts_with("parentbased_")),
+        };
         let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
         if let Some(sampler) = self.sampler {
             tracer_builder = tracer_builder.with_sampler(sampler);
@@ -339,6 +353,11 @@ impl Builder {
         });
         global::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
+        // With a parent-based sampler, `#[traced]` calls inside an unsampled trace need no span.
+        tracewire_core::traced::set_skip_unsampled_children(parent_based);
+        if let Some(key) = &self.pii_hash_key {
+            tracewire_core::event::set_pii_hash_key(key);
+        }
 
         let observed = failed_spans.clone();
         let export_failures = tracewire_core::metrics::meter()

@@ -84,5 +84,17 @@ pub use tracewire_amqp as amqp;
 pub use tracewire_kafka as kafka;
 
 #[cfg(feature = "macros")]
+pub use tracewire_macros::{Event, traced};
+
+/// The trait every `#[derive(Event)]` type implements (`emit()`, its schema).
+#[cfg(feature = "macros")]
+pub use tracewire_core::event::Event;
+
+/// The registry of derived events and the schema gate: `events()`, `export()`,
+/// `assert_file()`, `check_file()`, `update_file()`.
+#[cfg(feature = "macros")]
+pub use tracewire_core::event::schema;
+
+#[cfg(feature = "macros")]
 #[doc(hidden)]
 pub mod __private;
