@@ -1,0 +1,209 @@
+//! Pipeline, service 2 of 4: `billing` consumes `order.created` from RabbitMQ, charges the
+//! order, and produces `payment.captured` to Kafka. See `docs/guide.md`.
+//!
+//! ```sh
+//! cargo run --example pipeline-billing
+//! ```
+//!
+//! `AMQP_ADDR`, `ORDERS_QUEUE` (default `pipeline.order.created`), `KAFKA_BROKERS` (default
+//! `127.0.0.1:9092`), `PAYMENTS_TOPIC` (default `pipeline.payment.captured`, created when
+//! missing). The payment provider fails the first attempt of `BILLING_FAIL_FIRST_ATTEMPT_PERCENT`
+//! percent of orders (default 50, chosen by a hash of the order id: 100 fails every first
+//! attempt, 0 none); a failed attempt goes through the retry queue `{ORDERS_QUEUE}.retry` and
+//! comes back after `BILLING_RETRY_DELAY_MS` (default 1000), at most 3 attempts in all.
+//! Logs `billing ready` once consuming. Stops on SIGINT or SIGTERM: cancels the consumer,
+//! flushes the producer and the telemetry.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{OrderCreated, PaymentCaptured, env_or};
+use tracewire::amqp::lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use tracewire::amqp::lapin::types::{FieldTable, ShortString};
+use tracewire::amqp::lapin::{Connection, ConnectionProperties};
+use tracewire::amqp::{Outcome, RetryQueue, TracedChannel, TracedDelivery};
+use tracewire::kafka::TracedProducer;
+use tracewire::kafka::rdkafka::config::ClientConfig;
+use tracewire::kafka::rdkafka::producer::{FutureRecord, Producer as _};
+
+#[derive(Debug)]
+struct PaymentDeclined(&'static str);
+
+impl std::fmt::Display for PaymentDeclined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for PaymentDeclined {}
+
+struct Billing {
+    channel: TracedChannel,
+    retry: RetryQueue,
+    producer: TracedProducer,
+    topic: String,
+    fail_percent: u32,
+}
+
+/// Charges an order: a child span of the message's process span, an error span when the
+/// payment provider fails.
+#[tracewire::traced(fields(order.id = order.order_id.as_str(), attempt))]
+async fn charge(
+    order: &OrderCreated,
+    attempt: u32,
+    fail_percent: u32,
+) -> Result<u64, PaymentDeclined> {
+    tokio::time::sleep(Duration::from_millis(15)).await; // the payment provider
+    if attempt == 1 && common::order_in_share("billing", &order.order_id, fail_percent) {
+        return Err(PaymentDeclined("payment provider timed out"));
+    }
+    Ok(1299 * u64::from(order.quantity))
+}
+
+/// Runs inside the CONSUMER span `process {queue}`: the charge, the retry republish and the
+/// Kafka send are its children, and every log line carries the order's trace id.
+async fn handle(billing: &Billing, delivery: TracedDelivery) {
+    let attempt = delivery.attempt();
+    let result = delivery
+        .process(|d| async move {
+            let order: OrderCreated = match serde_json::from_slice(&d.data) {
+                Ok(order) => order,
+                Err(error) => {
+                    tracing::warn!(%error, "not an order.created message");
+                    return Outcome::reject().failed(&error);
+                }
+            };
+            let amount_cents = match charge(&order, attempt, billing.fail_percent).await {
+                Ok(amount) => amount,
+                Err(error) => {
+                    tracing::warn!(order_id = %order.order_id, attempt, %error, "charge failed, retrying later");
+                    // Published inside this process span: the retry stays in the trace.
+                    let retried = match billing.retry.republish(&billing.channel, &d).await {
+                        Ok(confirm) => confirm.await.is_ok(),
+                        Err(_) => false, // attempts exhausted, or the broker refused the copy
+                    };
+                    return if retried {
+                        Outcome::retried().failed(&error)
+                    } else {
+                        Outcome::nack().failed(&error)
+                    };
+                }
+            };
+            let payment = PaymentCaptured {
+                order_id: order.order_id.clone(),
+                item: order.item,
+                quantity: order.quantity,
+                amount_cents,
+            };
+            let payload = serde_json::to_vec(&payment).unwrap_or_default();
+            let record = FutureRecord::to(&billing.topic)
+                .key(&payment.order_id)
+                .payload(&payload);
+            match billing.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => {
+                    tracing::info!(order_id = %payment.order_id, amount_cents, attempt, "payment.captured sent");
+                    Outcome::ack()
+                }
+                Err((error, _)) => {
+                    tracing::error!(order_id = %payment.order_id, %error, "payment.captured not sent");
+                    Outcome::requeue().failed(&error)
+                }
+            }
+        })
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "delivery not settled");
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let telemetry = tracewire::builder().service_name("billing").init()?;
+
+    let amqp_addr = env_or("AMQP_ADDR", common::DEFAULT_AMQP_ADDR);
+    let queue = env_or("ORDERS_QUEUE", common::DEFAULT_ORDERS_QUEUE);
+    let brokers = env_or("KAFKA_BROKERS", common::DEFAULT_KAFKA_BROKERS);
+    let topic = env_or("PAYMENTS_TOPIC", common::DEFAULT_PAYMENTS_TOPIC);
+    common::create_topic(&brokers, &topic)
+        .await
+        .map_err(|e| format!("cannot create topic {topic} on {brokers}: {e}"))?;
+    let producer = TracedProducer::from_config(
+        ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("message.timeout.ms", "10000"),
+    )?;
+
+    let connection = Connection::connect(&amqp_addr, ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("cannot connect to RabbitMQ at {amqp_addr}: {e}"))?;
+    let channel = TracedChannel::new(connection.create_channel().await?);
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel.basic_qos(8, BasicQosOptions::default()).await?;
+    let queue_name = ShortString::try_new(queue.clone())?;
+    channel
+        .queue_declare(
+            queue_name.clone(),
+            QueueDeclareOptions::default(),
+            common::expiring(FieldTable::default()),
+        )
+        .await?;
+    let retry = RetryQueue::new(&queue, common::env_millis("BILLING_RETRY_DELAY_MS", 1000))?
+        .with_max_attempts(3);
+    channel
+        .queue_declare(
+            ShortString::try_new(retry.retry_queue().to_owned())?,
+            QueueDeclareOptions::default(),
+            common::expiring(retry.arguments()),
+        )
+        .await?;
+
+    let mut consumer = channel
+        .basic_consume(
+            queue_name,
+            ShortString::from("billing"),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let billing = Billing {
+        channel: channel.clone(),
+        retry,
+        producer,
+        topic,
+        fail_percent: common::env_percent("BILLING_FAIL_FIRST_ATTEMPT_PERCENT", 50),
+    };
+    tracing::info!(%queue, topic = %billing.topic, "billing ready");
+
+    let shutdown = common::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            received = consumer.recv() => match received {
+                Some(Ok(delivery)) => handle(&billing, delivery).await,
+                Some(Err(error)) => {
+                    tracing::error!(%error, "RabbitMQ connection lost");
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+
+    tracing::info!("shutting down, flushing telemetry");
+    let _ = channel
+        .basic_cancel(ShortString::from("billing"), BasicCancelOptions::default())
+        .await;
+    let _ = connection.close(200, ShortString::from("bye")).await;
+    let _ = billing.producer.inner().flush(Duration::from_secs(5));
+    if let Err(error) = telemetry.shutdown() {
+        tracing::warn!(%error, "telemetry could not be flushed");
+    }
+    Ok(())
+}
