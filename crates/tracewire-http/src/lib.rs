@@ -13,6 +13,7 @@ pub mod client;
 pub mod propagation;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+mod semconv;
 pub mod server;
 
 pub use client::ClientLayer;

@@ -7,6 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub(crate) use crate::semconv::method_name;
+use crate::semconv::protocol_version;
 use http::{HeaderMap, Method, StatusCode, Version};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::Histogram;
@@ -110,34 +112,6 @@ pub(crate) fn default_port(scheme: &str) -> Option<u16> {
         "https" | "wss" => Some(443),
         _ => None,
     }
-}
-
-/// The semantic-convention value of `http.request.method`: the standard methods as themselves,
-/// anything else as `_OTHER` (the original then goes into `http.request.method_original`).
-pub(crate) fn method_name(method: &Method) -> Option<&'static str> {
-    Some(match method.as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        "PATCH" => "PATCH",
-        "CONNECT" => "CONNECT",
-        "TRACE" => "TRACE",
-        _ => return None,
-    })
-}
-
-fn protocol_version(version: Version) -> Option<&'static str> {
-    Some(match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_11 => "1.1",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => return None,
-    })
 }
 
 /// The `error.type` of a transport error of type `E`: its type name, or `_OTHER` for a boxed

@@ -145,7 +145,7 @@ pub(crate) struct RouteNames {
 #[derive(Clone, Copy)]
 struct RouteEntry {
     route: &'static str,
-    names: [Option<&'static str>; super::service::METHOD_COUNT],
+    names: [Option<&'static str>; crate::semconv::METHOD_COUNT],
 }
 
 /// A route and a span name, static when cached.
@@ -187,7 +187,7 @@ impl RouteNames {
         }
         let entry = map.entry(Box::from(route)).or_insert_with(|| RouteEntry {
             route: Box::leak(Box::from(route)),
-            names: [None; super::service::METHOD_COUNT],
+            names: [None; crate::semconv::METHOD_COUNT],
         });
         let name: &'static str = match entry.names[method_idx] {
             Some(existing) => existing,

@@ -3,7 +3,7 @@ use std::fmt;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use http::{HeaderMap, Method, Request, Response, Version};
+use http::{HeaderMap, Request, Response};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use tower::Service;
@@ -14,27 +14,7 @@ use tracewire_core::redact::redact_query;
 use super::future::{Finisher, ResponseFuture};
 use super::layer::ServerLayer;
 use crate::propagation::{CARRIER, HeaderExtractor};
-
-pub(crate) const METHOD_COUNT: usize = 10;
-const METHODS: [&str; METHOD_COUNT] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
-];
-const OTHER_METHOD: usize = METHOD_COUNT - 1;
-
-fn method_index(method: &Method) -> usize {
-    match *method {
-        Method::GET => 0,
-        Method::HEAD => 1,
-        Method::POST => 2,
-        Method::PUT => 3,
-        Method::DELETE => 4,
-        Method::CONNECT => 5,
-        Method::OPTIONS => 6,
-        Method::TRACE => 7,
-        Method::PATCH => 8,
-        _ => OTHER_METHOD,
-    }
-}
+use crate::semconv::{OTHER_METHOD, method_index, method_value, protocol_version};
 
 /// The service produced by [`ServerLayer`]: instruments every request to `S`.
 #[derive(Debug, Clone)]
@@ -85,7 +65,7 @@ where
         let parent = tracewire_core::propagation::extract(&HeaderExtractor(req.headers()), CARRIER);
 
         let method_idx = method_index(req.method());
-        let method = METHODS[method_idx];
+        let method = method_value(method_idx);
         let scheme: &'static str = match req.uri().scheme_str() {
             Some("https") => "https",
             Some("http") => "http",
@@ -200,17 +180,6 @@ fn server_address<B>(req: &Request<B>) -> Option<(&str, Option<u16>)> {
         Some((host, port)) => Some((host, port.parse().ok())),
         None => Some((authority, None)),
     }
-}
-
-fn protocol_version(version: Version) -> Option<&'static str> {
-    Some(match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_11 => "1.1",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => return None,
-    })
 }
 
 /// Attributes only a recording span needs; skipped entirely for unsampled requests.
