@@ -148,7 +148,7 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let shutdown = shutdown_signal();
+    let shutdown = tracewire::shutdown_signal();
     tokio::pin!(shutdown);
     // Consuming only runs until a signal; a publishing run gives up after a minute.
     let limit = if consume_only { 365 * 24 * 3600 } else { 60 };
@@ -233,26 +233,4 @@ async fn process(delivery: TracedDelivery) -> Result<Outcome, tracewire::amqp::l
             Outcome::ack()
         })
         .await
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }

@@ -153,7 +153,7 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
         producer.inner().flush(Duration::from_secs(5))?;
     }
 
-    let shutdown = shutdown_signal();
+    let shutdown = tracewire::shutdown_signal();
     tokio::pin!(shutdown);
     // Consuming only runs until a signal; a producing run gives up after a minute.
     let limit = if consume_only { 365 * 24 * 3600 } else { 60 };
@@ -237,26 +237,4 @@ async fn create_topic(brokers: &str, topic: &str) -> Result<(), KafkaError> {
         }
     }
     Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }

@@ -74,6 +74,41 @@ where
     tokio::spawn(in_current_context(future))
 }
 
+/// Resolves when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM (what `kill`,
+/// systemd and container runtimes send) alike. Await it to stop serving and consuming, then
+/// drop or shut down the [`Telemetry`] guard so pending spans and metrics are flushed.
+///
+/// ```no_run
+/// # async fn demo(app: axum::Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(tracewire::shutdown_signal())
+///     .await
+/// # }
+/// ```
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        // Without a signal handler there is nothing to wait for: never resolve.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}
+
 #[cfg(feature = "http")]
 pub use tracewire_http as http;
 
