@@ -449,66 +449,76 @@ fn protocol(explicit: Option<OtlpProtocol>, signal: Signal) -> Result<OtlpProtoc
     Ok(OtlpProtocol::HttpProtobuf)
 }
 
+/// Sets the transport protocol and, when given in code, the endpoint of an exporter builder.
+fn configure<B: WithExportConfig>(builder: B, protocol: Protocol, endpoint: Option<String>) -> B {
+    let builder = builder.with_protocol(protocol);
+    match endpoint {
+        Some(endpoint) => builder.with_endpoint(endpoint),
+        None => builder,
+    }
+}
+
+/// Builds the OTLP exporter `$exporter` (span or metric) for `$signal` over the resolved
+/// transport. A macro because the two exporters' builders share no trait for `build()`.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $signal:expr, $endpoint:expr, $explicit:expr) => {{
+        let signal: Signal = $signal;
+        let endpoint: Option<&str> = $endpoint;
+        let err = |source| InitError::Exporter {
+            signal: signal.name(),
+            source,
+        };
+        match protocol($explicit, signal)? {
+            OtlpProtocol::Grpc => {
+                tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
+                let endpoint = endpoint.map(str::to_owned);
+                configure(
+                    <$exporter>::builder().with_tonic(),
+                    Protocol::Grpc,
+                    endpoint,
+                )
+                .build()
+                .map_err(err)
+            }
+            OtlpProtocol::HttpProtobuf => {
+                // Given in code, the endpoint is the collector's base URL: add the signal path,
+                // as the SDK does for OTEL_EXPORTER_OTLP_ENDPOINT.
+                let endpoint =
+                    endpoint.map(|ep| format!("{}/v1/{}", ep.trim_end_matches('/'), signal.name()));
+                configure(
+                    <$exporter>::builder().with_http(),
+                    Protocol::HttpBinary,
+                    endpoint,
+                )
+                .build()
+                .map_err(err)
+            }
+        }
+    }};
+}
+
 fn span_exporter(
     endpoint: Option<&str>,
     explicit: Option<OtlpProtocol>,
 ) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
-    let err = |source| InitError::Exporter {
-        signal: Signal::Traces.name(),
-        source,
-    };
-    match protocol(explicit, Signal::Traces)? {
-        OtlpProtocol::Grpc => {
-            tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_protocol(Protocol::Grpc);
-            if let Some(ep) = endpoint {
-                b = b.with_endpoint(ep);
-            }
-            b.build().map_err(err)
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary);
-            if let Some(ep) = endpoint {
-                b = b.with_endpoint(format!("{}/v1/traces", ep.trim_end_matches('/')));
-            }
-            b.build().map_err(err)
-        }
-    }
+    otlp_exporter!(
+        opentelemetry_otlp::SpanExporter,
+        Signal::Traces,
+        endpoint,
+        explicit
+    )
 }
 
 fn metric_exporter(
     endpoint: Option<&str>,
     explicit: Option<OtlpProtocol>,
 ) -> Result<opentelemetry_otlp::MetricExporter, InitError> {
-    let err = |source| InitError::Exporter {
-        signal: Signal::Metrics.name(),
-        source,
-    };
-    match protocol(explicit, Signal::Metrics)? {
-        OtlpProtocol::Grpc => {
-            tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
-            let mut b = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_protocol(Protocol::Grpc);
-            if let Some(ep) = endpoint {
-                b = b.with_endpoint(ep);
-            }
-            b.build().map_err(err)
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let mut b = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary);
-            if let Some(ep) = endpoint {
-                b = b.with_endpoint(format!("{}/v1/metrics", ep.trim_end_matches('/')));
-            }
-            b.build().map_err(err)
-        }
-    }
+    otlp_exporter!(
+        opentelemetry_otlp::MetricExporter,
+        Signal::Metrics,
+        endpoint,
+        explicit
+    )
 }
 
 fn log_filter(default: Option<&str>) -> Result<EnvFilter, InitError> {
