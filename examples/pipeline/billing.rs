@@ -180,7 +180,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tracing::info!(%queue, topic = %billing.topic, "billing ready");
 
-    let shutdown = common::shutdown_signal();
+    let shutdown = tracewire::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -1,6 +1,6 @@
 //! What the four pipeline services share: the messages they pass, configuration from the
-//! environment, the deterministic "does this order misbehave" rule, Kafka topic creation and
-//! the shutdown signal. Nothing here is instrumentation.
+//! environment, the deterministic "does this order misbehave" rule, and Kafka topic creation.
+//! Nothing here is instrumentation.
 
 // Each service uses part of this module.
 #![allow(dead_code)]
@@ -116,28 +116,6 @@ pub(crate) async fn create_topic(brokers: &str, topic: &str) -> Result<(), Kafka
         }
     }
     Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }
 
 /// `args` plus `x-expires`: the broker deletes a queue nobody has used for ten minutes, so

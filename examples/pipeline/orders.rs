@@ -168,7 +168,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(common::shutdown_signal())
+    .with_graceful_shutdown(tracewire::shutdown_signal())
     .await?;
 
     tracing::info!("shutting down, flushing telemetry");

@@ -156,7 +156,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     consumer.inner().subscribe(&[&topic])?;
     tracing::info!(%topic, %group, %url, "shipping ready");
 
-    let shutdown = common::shutdown_signal();
+    let shutdown = tracewire::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -18,29 +18,7 @@ impl Service {
     /// Starts `exe` on an ephemeral port (or `LISTEN_ADDR` from `env`) and waits until it
     /// logs `ready` with its `addr` (or, with a fixed address, until the port answers).
     pub fn start(exe: &str, ready: &str, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(exe);
-        cmd.env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {exe}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                sink.lock().unwrap().push(value);
-            }
-        });
+        let (child, lines) = Self::spawn(exe, env);
         let deadline = Instant::now() + Duration::from_secs(30);
         if let Some((_, addr)) = env.iter().find(|(k, _)| *k == "LISTEN_ADDR") {
             // A fixed address (the listening line may be filtered out): wait for the port.
@@ -109,5 +87,56 @@ impl Service {
             .into_iter()
             .filter(|l| l["trace_id"] == trace_id)
             .collect()
+    }
+}
+
+impl Service {
+    /// Starts `exe`, a service without a listening address of its own (a queue consumer),
+    /// and waits until it logs `ready`; fails with its log lines if it exits first.
+    pub fn start_worker(exe: &str, ready: &str, env: &[(&str, &str)]) -> Self {
+        let (mut child, lines) = Self::spawn(exe, env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lines.lock().unwrap().iter().any(|l| l["message"] == ready) {
+            if let Some(status) = child.try_wait().unwrap() {
+                let logs = lines.lock().unwrap().clone();
+                panic!("{exe} exited ({status}) before logging {ready:?}: {logs:?}");
+            }
+            assert!(Instant::now() < deadline, "{exe} did not log {ready:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            lines,
+            addr: String::new(),
+        }
+    }
+
+    /// Runs `exe` on an ephemeral `LISTEN_ADDR`, without the test's own OTLP variables, with
+    /// `env` on top, collecting its JSON stdout line by line.
+    fn spawn(exe: &str, env: &[(&str, &str)]) -> (Child, Arc<Mutex<Vec<Value>>>) {
+        let mut cmd = Command::new(exe);
+        cmd.env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {exe}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        (child, lines)
     }
 }

@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -232,6 +233,53 @@ impl OtlpReceiver {
             .collect()
     }
 
+    /// Every metric data point received so far (sums, gauges and histograms), one entry per
+    /// point of every export, with its metric's name and its own attributes.
+    pub fn metric_points(&self) -> Vec<ReceivedMetricPoint> {
+        let Ok(received) = self.received.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (_, request) in &received.metrics {
+            for rm in &request.resource_metrics {
+                let resource = rm
+                    .resource
+                    .as_ref()
+                    .map(|r| attributes(&r.attributes))
+                    .unwrap_or_default();
+                for metric in rm.scope_metrics.iter().flat_map(|sm| sm.metrics.iter()) {
+                    let point = |attrs: &[KeyValue], value: f64| ReceivedMetricPoint {
+                        name: metric.name.clone(),
+                        resource: resource.clone(),
+                        attributes: attributes(attrs),
+                        value,
+                    };
+                    match &metric.data {
+                        Some(metric::Data::Sum(sum)) => out.extend(
+                            sum.data_points
+                                .iter()
+                                .map(|p| point(&p.attributes, number(p.value))),
+                        ),
+                        Some(metric::Data::Gauge(gauge)) => out.extend(
+                            gauge
+                                .data_points
+                                .iter()
+                                .map(|p| point(&p.attributes, number(p.value))),
+                        ),
+                        Some(metric::Data::Histogram(histogram)) => out.extend(
+                            histogram
+                                .data_points
+                                .iter()
+                                .map(|p| point(&p.attributes, p.count as f64)),
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Waits (up to `timeout`) until at least `n` spans have arrived, and returns them all.
     pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> Vec<ReceivedSpan> {
         let deadline = Instant::now() + timeout;
@@ -282,6 +330,27 @@ pub struct ReceivedSpan {
     pub status_code: i32,
     /// Whether it arrived over gRPC (otherwise HTTP/protobuf).
     pub grpc: bool,
+}
+
+/// A metric data point as decoded from an OTLP export request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMetricPoint {
+    /// The metric's name.
+    pub name: String,
+    /// Resource attributes rendered as text.
+    pub resource: BTreeMap<String, String>,
+    /// The point's attributes rendered as text.
+    pub attributes: BTreeMap<String, String>,
+    /// The value of a sum or gauge point; the number of measurements of a histogram point.
+    pub value: f64,
+}
+
+fn number(value: Option<number_data_point::Value>) -> f64 {
+    match value {
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        None => 0.0,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
