@@ -390,8 +390,17 @@ async fn one_order_is_one_trace_across_four_services_retries_included() {
 
     // Stopping flushes the last metrics; each service exits cleanly on SIGTERM.
     for service in [orders, billing, shipping, inventory] {
+        let lines = service.lines.clone();
         let status = service.terminate();
         assert!(status.success(), "{status}");
+        let errors: Vec<Value> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l["level"] == "ERROR")
+            .cloned()
+            .collect();
+        assert!(errors.is_empty(), "error lines: {errors:#?}");
     }
     let points = receiver.metric_points();
     let retry_queue = format!("{queue}.retry");

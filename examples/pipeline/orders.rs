@@ -155,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/orders", post(create_order))
         .route_service("/metrics", telemetry.metrics_service())
         .with_state(Orders {
-            channel,
+            channel: channel.clone(),
             queue: queue.clone(),
             next_id: Arc::new(AtomicU64::new(1)),
         })
@@ -172,6 +172,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     tracing::info!("shutting down, flushing telemetry");
+    let _ = channel.close(200, ShortString::from("bye")).await;
     let _ = connection.close(200, ShortString::from("bye")).await;
     if let Err(error) = telemetry.shutdown() {
         tracing::warn!(%error, "telemetry could not be flushed");
