@@ -24,6 +24,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod propagation;
 pub mod redact;
+pub mod text;
 pub mod traced;
 
 pub use context::RequestId;

@@ -38,6 +38,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::RequestId;
 use crate::redact::{REDACTED, SensitiveHeaders};
+use crate::text;
 
 const RESERVED: [&str; 7] = [
     "timestamp",
@@ -212,7 +213,7 @@ where
         let meta = event.metadata();
 
         line.push_str("{\"timestamp\":\"");
-        push_timestamp(line);
+        text::push_rfc3339(line, std::time::SystemTime::now());
         line.push_str("\",\"level\":\"");
         line.push_str(meta.level().as_str());
         line.push_str("\",\"message\":");
@@ -223,12 +224,11 @@ where
             let span = cx.span();
             let sc = span.span_context();
             if sc.is_valid() {
-                let _ = write!(
-                    line,
-                    ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-                    sc.trace_id(),
-                    sc.span_id()
-                );
+                line.push_str(",\"trace_id\":\"");
+                text::push_hex(line, &sc.trace_id().to_bytes());
+                line.push_str("\",\"span_id\":\"");
+                text::push_hex(line, &sc.span_id().to_bytes());
+                line.push('"');
             }
             if let Some(id) = cx.get::<RequestId>() {
                 line.push_str(",\"request_id\":");
@@ -289,35 +289,31 @@ impl Visit for FieldVisitor<'_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.key(field) {
-            let _ = write!(self.out, "{value}");
+            text::push_int(self.out, value);
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.key(field) {
-            let _ = write!(self.out, "{value}");
+            text::push_int(self.out, value);
         }
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
         if self.key(field) {
-            let _ = write!(self.out, "{value}");
+            text::push_int(self.out, value);
         }
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
         if self.key(field) {
-            let _ = write!(self.out, "{value}");
+            text::push_int(self.out, value);
         }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if self.key(field) {
-            if value.is_finite() {
-                let _ = write!(self.out, "{value}");
-            } else {
-                self.out.push_str("null");
-            }
+            text::push_f64(self.out, value);
         }
     }
 
@@ -338,21 +334,6 @@ impl Visit for FieldVisitor<'_> {
             self.message = Some(format!("{value:?}"));
         } else if self.key(field) {
             push_json_str(self.out, &format!("{value:?}"));
-        }
-    }
-}
-
-fn push_timestamp(out: &mut String) {
-    let now = time::OffsetDateTime::now_utc();
-    let mut buf = [0u8; 40];
-    let mut cursor = io::Cursor::new(&mut buf[..]);
-    if now
-        .format_into(&mut cursor, &time::format_description::well_known::Rfc3339)
-        .is_ok()
-    {
-        let len = cursor.position() as usize;
-        if let Ok(s) = std::str::from_utf8(&buf[..len]) {
-            out.push_str(s);
         }
     }
 }

@@ -262,40 +262,7 @@ fn request_id(headers: &HeaderMap, name: &http::HeaderName) -> RequestId {
     {
         return RequestId::new(text);
     }
-    RequestId::new(hex_id(rand::random::<u128>()).as_str())
-}
-
-/// 32 lowercase hex digits on the stack (cheaper than going through `format!`).
-struct HexId([u8; 32]);
-
-impl HexId {
-    fn as_str(&self) -> &str {
-        // Only ASCII hex digits are ever written into the buffer.
-        std::str::from_utf8(&self.0).unwrap_or("00000000000000000000000000000000")
-    }
-}
-
-fn hex_id(value: u128) -> HexId {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 32];
-    for (i, byte) in value.to_be_bytes().iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(byte >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
-    }
-    HexId(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_ids() {
-        assert_eq!(
-            super::hex_id(0x0123_4567_89ab_cdef_0011_2233_4455_6677).as_str(),
-            "0123456789abcdef0011223344556677"
-        );
-        assert_eq!(
-            super::hex_id(1).as_str(),
-            "00000000000000000000000000000001"
-        );
-    }
+    let mut id = String::with_capacity(32);
+    tracewire_core::text::push_hex(&mut id, &rand::random::<u128>().to_be_bytes());
+    RequestId::new(id)
 }
