@@ -81,7 +81,8 @@ pub(crate) struct Finisher {
     pub(crate) cx: Context,
     pub(crate) start: Instant,
     pub(crate) method: &'static str,
-    pub(crate) scheme: &'static str,
+    pub(crate) method_idx: usize,
+    pub(crate) https: bool,
     pub(crate) route: Option<Cow<'static, str>>,
     pub(crate) path: Option<Box<str>>,
     pub(crate) request_id: RequestId,
@@ -155,7 +156,10 @@ impl Finisher {
         let shared = &self.layer.shared;
         let mut attributes = Vec::with_capacity(5);
         attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method));
-        attributes.push(KeyValue::new(attr::URL_SCHEME, self.scheme));
+        attributes.push(KeyValue::new(
+            attr::URL_SCHEME,
+            super::layer::scheme(self.https),
+        ));
         if let Some(route) = &self.route {
             attributes.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
         }
@@ -169,7 +173,7 @@ impl Finisher {
             attributes.push(KeyValue::new(attr::ERROR_TYPE, error.clone()));
         }
         shared.duration.record(elapsed.as_secs_f64(), &attributes);
-        shared.active.add(-1, &attributes[..2]);
+        shared.active.end(self.method_idx, self.https);
 
         if self.layer.config.access_log {
             let _attached = self.cx.clone().attach();

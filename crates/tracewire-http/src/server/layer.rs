@@ -4,7 +4,14 @@ use std::sync::{Arc, RwLock};
 
 use http::HeaderName;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Histogram, UpDownCounter};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, ObservableUpDownCounter};
+use tracewire_core::attributes as attr;
+
+use crate::semconv::{METHOD_COUNT, method_value};
 use opentelemetry_semantic_conventions::metric as semconv;
 use tower::Layer;
 use tracewire_core::redact::SensitiveHeaders;
@@ -28,14 +35,14 @@ pub(crate) struct Config {
     pub(crate) recorded_headers: Vec<(HeaderName, opentelemetry::Key)>,
     pub(crate) request_id_header: HeaderName,
     pub(crate) access_log: bool,
-    pub(crate) default_scheme: &'static str,
+    pub(crate) https: bool,
 }
 
 /// What every clone of a layer shares: the tracer, the instruments and the span-name cache.
 pub(crate) struct Shared {
     pub(crate) tracer: BoxedTracer,
     pub(crate) duration: Histogram<f64>,
-    pub(crate) active: UpDownCounter<i64>,
+    pub(crate) active: &'static ActiveRequests,
     pub(crate) names: RouteNames,
 }
 
@@ -63,11 +70,7 @@ impl ServerLayer {
                 semconv::HTTP_SERVER_REQUEST_DURATION,
                 "Duration of HTTP server requests.",
             ),
-            active: meter
-                .i64_up_down_counter(semconv::HTTP_SERVER_ACTIVE_REQUESTS)
-                .with_unit("{request}")
-                .with_description("Number of active HTTP server requests.")
-                .build(),
+            active: ActiveRequests::get(),
             names: RouteNames::default(),
         };
         Self {
@@ -76,7 +79,7 @@ impl ServerLayer {
                 recorded_headers: Vec::new(),
                 request_id_header: HeaderName::from_static("x-request-id"),
                 access_log: true,
-                default_scheme: "http",
+                https: false,
             }),
             shared: Arc::new(shared),
         }
@@ -115,10 +118,10 @@ impl ServerLayer {
         self
     }
 
-    /// The `url.scheme` recorded when the request URI has none (`http` by default; set
-    /// `https` behind a TLS-terminating listener).
-    pub fn default_scheme(mut self, scheme: &'static str) -> Self {
-        Arc::make_mut(&mut self.config).default_scheme = scheme;
+    /// Records `url.scheme = https` when the request URI carries no scheme (HTTP/1 requests
+    /// do not): set it on a TLS listener or behind a TLS-terminating proxy. `http` otherwise.
+    pub fn https(mut self, https: bool) -> Self {
+        Arc::make_mut(&mut self.config).https = https;
         self
     }
 }
@@ -129,6 +132,86 @@ impl<S> Layer<S> for ServerLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Server::new(inner, self.clone())
     }
+}
+
+/// `http.server.active_requests`, per method and scheme, for the whole process.
+///
+/// The request path pays one atomic add each way; the SDK reads the counts only when metrics
+/// are collected, through an observable up-down counter. The exported data is that of an
+/// up-down counter, without two attribute-hashing measurements per request.
+pub(crate) struct ActiveRequests {
+    slots: [[Slot; 2]; METHOD_COUNT],
+}
+
+struct Slot {
+    active: AtomicI64,
+    /// Set once a request was seen, so combinations never used stay out of the export.
+    seen: AtomicBool,
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Self {
+            active: AtomicI64::new(0),
+            seen: AtomicBool::new(false),
+        }
+    }
+}
+
+static ACTIVE: ActiveRequests = ActiveRequests {
+    slots: [const { [const { Slot::new() }; 2] }; METHOD_COUNT],
+};
+
+impl ActiveRequests {
+    /// The process-wide counts; the first call registers them with the global meter provider.
+    fn get() -> &'static ActiveRequests {
+        static INSTRUMENT: OnceLock<ObservableUpDownCounter<i64>> = OnceLock::new();
+        INSTRUMENT.get_or_init(|| {
+            tracewire_core::metrics::meter()
+                .i64_observable_up_down_counter(semconv::HTTP_SERVER_ACTIVE_REQUESTS)
+                .with_unit("{request}")
+                .with_description("Number of active HTTP server requests.")
+                .with_callback(|observer| {
+                    for (method, by_scheme) in ACTIVE.slots.iter().enumerate() {
+                        for (https, slot) in by_scheme.iter().enumerate() {
+                            if slot.seen.load(Ordering::Relaxed) {
+                                observer.observe(
+                                    slot.active.load(Ordering::Relaxed),
+                                    &[
+                                        KeyValue::new(
+                                            attr::HTTP_REQUEST_METHOD,
+                                            method_value(method),
+                                        ),
+                                        KeyValue::new(attr::URL_SCHEME, scheme(https == 1)),
+                                    ],
+                                );
+                            }
+                        }
+                    }
+                })
+                .build()
+        });
+        &ACTIVE
+    }
+
+    pub(crate) fn start(&self, method: usize, https: bool) {
+        let slot = &self.slots[method][usize::from(https)];
+        if !slot.seen.load(Ordering::Relaxed) {
+            slot.seen.store(true, Ordering::Relaxed);
+        }
+        slot.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end(&self, method: usize, https: bool) {
+        self.slots[method][usize::from(https)]
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The `url.scheme` value.
+pub(crate) fn scheme(https: bool) -> &'static str {
+    if https { "https" } else { "http" }
 }
 
 /// Span names and route values per (method, route), computed once and reused.
@@ -145,7 +228,7 @@ pub(crate) struct RouteNames {
 #[derive(Clone, Copy)]
 struct RouteEntry {
     route: &'static str,
-    names: [Option<&'static str>; crate::semconv::METHOD_COUNT],
+    names: [Option<&'static str>; METHOD_COUNT],
 }
 
 /// A route and a span name, static when cached.
@@ -187,7 +270,7 @@ impl RouteNames {
         }
         let entry = map.entry(Box::from(route)).or_insert_with(|| RouteEntry {
             route: Box::leak(Box::from(route)),
-            names: [None; crate::semconv::METHOD_COUNT],
+            names: [None; METHOD_COUNT],
         });
         let name: &'static str = match entry.names[method_idx] {
             Some(existing) => existing,

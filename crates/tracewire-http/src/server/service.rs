@@ -66,11 +66,11 @@ where
 
         let method_idx = method_index(req.method());
         let method = method_value(method_idx);
-        let scheme: &'static str = match req.uri().scheme_str() {
-            Some("https") => "https",
-            Some("http") => "http",
-            _ => config.default_scheme,
+        let https = match req.uri().scheme_str() {
+            Some(scheme) => scheme == "https",
+            None => config.https,
         };
+        let scheme = super::layer::scheme(https);
         let (route, span_name) = match matched_route(&req) {
             Some(route) => {
                 let named = shared.names.get(method_idx, method, route);
@@ -99,13 +99,7 @@ where
         let cx = parent.with_span(span).with_value(request_id.clone());
         req.extensions_mut().insert(request_id.clone());
 
-        shared.active.add(
-            1,
-            &[
-                KeyValue::new(attr::HTTP_REQUEST_METHOD, method),
-                KeyValue::new(attr::URL_SCHEME, scheme),
-            ],
-        );
+        shared.active.start(method_idx, https);
         let path = config
             .access_log
             .then(|| Box::<str>::from(req.uri().path()));
@@ -114,7 +108,8 @@ where
             cx,
             start,
             method,
-            scheme,
+            method_idx,
+            https,
             route,
             path,
             request_id,
