@@ -102,13 +102,17 @@ fn has_point(
 async fn one_order_is_one_trace_across_four_services_retries_included() {
     let amqp_addr = std::env::var("AMQP_ADDR")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    let amqp_host = amqp_addr
-        .rsplit('@')
-        .next()
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("127.0.0.1:5672")
-        .trim_start_matches("amqp://")
-        .to_owned();
+    // host:port of amqp://user:password@host:port/vhost
+    let authority = amqp_addr
+        .split_once("://")
+        .map_or(amqp_addr.as_str(), |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let amqp_host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5672")
+    };
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     require_broker("RabbitMQ", &amqp_host, "scripts/ensure-rabbitmq");
     require_broker(
