@@ -19,6 +19,7 @@ mod common;
 use std::time::Duration;
 
 use common::{OrderCreated, PaymentCaptured, env_or};
+use tracewire::amqp::lapin::message::Delivery;
 use tracewire::amqp::lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -81,16 +82,7 @@ async fn handle(billing: &Billing, delivery: TracedDelivery) {
                 Ok(amount) => amount,
                 Err(error) => {
                     tracing::warn!(order_id = %order.order_id, attempt, %error, "charge failed, retrying later");
-                    // Published inside this process span: the retry stays in the trace.
-                    let retried = match billing.retry.republish(&billing.channel, &d).await {
-                        Ok(confirm) => confirm.await.is_ok(),
-                        Err(_) => false, // attempts exhausted, or the broker refused the copy
-                    };
-                    return if retried {
-                        Outcome::retried().failed(&error)
-                    } else {
-                        Outcome::nack().failed(&error)
-                    };
+                    return retry_later(billing, &d, &error).await;
                 }
             };
             let payment = PaymentCaptured {
@@ -109,14 +101,32 @@ async fn handle(billing: &Billing, delivery: TracedDelivery) {
                     Outcome::ack()
                 }
                 Err((error, _)) => {
-                    tracing::error!(order_id = %payment.order_id, %error, "payment.captured not sent");
-                    Outcome::requeue().failed(&error)
+                    tracing::error!(order_id = %payment.order_id, %error, "payment.captured not sent, retrying later");
+                    retry_later(billing, &d, &error).await
                 }
             }
         })
         .await;
     if let Err(error) = result {
         tracing::warn!(%error, "delivery not settled");
+    }
+}
+
+/// Sends the message through the retry queue, from inside the failed attempt's process span:
+/// the retry's PRODUCER span is that attempt's child, so the retry stays in the trace.
+async fn retry_later<E: std::error::Error>(
+    billing: &Billing,
+    delivery: &Delivery,
+    error: &E,
+) -> Outcome {
+    let retried = match billing.retry.republish(&billing.channel, delivery).await {
+        Ok(confirm) => confirm.await.is_ok(),
+        Err(_) => false, // attempts exhausted, or the broker refused the copy
+    };
+    if retried {
+        Outcome::retried().failed(error)
+    } else {
+        Outcome::nack().failed(error)
     }
 }
 
