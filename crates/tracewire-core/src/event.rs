@@ -44,15 +44,7 @@ pub const EVENT_VERSION: &str = "event.version";
 pub const PII_HASH_KEY_ENV: &str = "TRACEWIRE_PII_HASH_KEY";
 
 /// Field names an event may not use: the log line already has keys of these names.
-pub const RESERVED_FIELD_NAMES: [&str; 7] = [
-    "timestamp",
-    "level",
-    "message",
-    "target",
-    "trace_id",
-    "span_id",
-    "request_id",
-];
+pub const RESERVED_FIELD_NAMES: [&str; 7] = crate::logs::RESERVED_KEYS;
 
 /// A typed, versioned event. Implement it with `#[derive(tracewire::Event)]`.
 pub trait Event {

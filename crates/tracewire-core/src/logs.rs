@@ -40,7 +40,9 @@ use crate::context::RequestId;
 use crate::redact::{REDACTED, SensitiveHeaders};
 use crate::text;
 
-const RESERVED: [&str; 7] = [
+/// The keys every log line writes itself; an event field of one of these names is written as
+/// `field.<name>`, and `#[derive(Event)]` refuses them as field names.
+pub const RESERVED_KEYS: [&str; 7] = [
     "timestamp",
     "level",
     "message",
@@ -264,7 +266,7 @@ impl FieldVisitor<'_> {
     fn key(&mut self, field: &Field) -> bool {
         let name = field.name();
         self.out.push(',');
-        if RESERVED.contains(&name) {
+        if RESERVED_KEYS.contains(&name) {
             push_json_str(self.out, &format!("field.{name}"));
         } else {
             push_json_str(self.out, name);
