@@ -35,8 +35,8 @@ async fn builder_endpoint_and_unsampled_requests() {
     let tp = answer.headers["traceparent"].to_str().unwrap().to_owned();
     assert!(tp.ends_with("-00"), "unsampled flag expected: {tp}");
 
-    // A sampled parent wins over the local ratio (parent-based sampling is not configured
-    // here, so the ratio sampler decides: nothing is exported either).
+    // With a plain ratio sampler (not parent-based) even a sampled incoming parent does not
+    // make the server span sampled: the trace continues, nothing is exported.
     let answer = http_get(
         &format!("http://{addr}/ping"),
         &[("traceparent", TRACEPARENT)],

@@ -437,3 +437,34 @@ async fn inner_service_errors_are_recorded_and_returned_unchanged() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn http2_requests_record_protocol_and_authority() {
+    let capture = Capture::install();
+    let addr = serve(app(ServerLayer::new())).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = http::Request::get(format!("http://{addr}/users/9"))
+        .header("traceparent", TRACEPARENT)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let tp = resp.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert_eq!(trace_id_of(&tp), TRACE_ID);
+
+    let span = capture.span("GET /users/{id}");
+    assert_eq!(span.parent_id(), PARENT_ID);
+    assert_eq!(
+        span.attr_str("network.protocol.version").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        span.attr_str("server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(span.attr_str("server.port"), Some(addr.port().to_string()));
+    assert_eq!(span.attr_str("url.scheme").as_deref(), Some("http"));
+}
