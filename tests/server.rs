@@ -294,8 +294,9 @@ async fn request_ids_are_kept_when_sane_and_generated_otherwise() {
 async fn sensitive_values_never_reach_spans_logs_or_metrics() {
     let capture = Capture::install();
     let layer = ServerLayer::new()
-        .record_request_header("authorization")
-        .record_request_header("x-tenant");
+        .record_request_header("Authorization")
+        .record_request_header("x-tenant")
+        .record_request_header("not a header");
     let addr = serve(app(layer)).await;
 
     let bearer = format!("Bearer {SECRET}");

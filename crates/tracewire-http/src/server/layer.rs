@@ -86,17 +86,25 @@ impl ServerLayer {
     }
 
     /// Records the value of request header `name` as the span attribute
-    /// `http.request.header.<name>` (redacted when the header is sensitive).
+    /// `http.request.header.<name>` (redacted when the header is sensitive). Names are
+    /// case-insensitive; a name that is not a valid header name is ignored with a warning.
     ///
     /// ```
-    /// let layer = tracewire_http::ServerLayer::new().record_request_header("x-tenant");
+    /// let layer = tracewire_http::ServerLayer::new().record_request_header("X-Tenant");
     /// ```
-    pub fn record_request_header(mut self, name: &'static str) -> Self {
-        let header = HeaderName::from_static(name);
-        let key = opentelemetry::Key::from(format!("http.request.header.{}", header.as_str()));
-        Arc::make_mut(&mut self.config)
-            .recorded_headers
-            .push((header, key));
+    pub fn record_request_header(mut self, name: &str) -> Self {
+        let lower = name.to_ascii_lowercase();
+        match HeaderName::from_bytes(lower.as_bytes()) {
+            Ok(header) => {
+                let key = opentelemetry::Key::from(format!("http.request.header.{lower}"));
+                Arc::make_mut(&mut self.config)
+                    .recorded_headers
+                    .push((header, key));
+            }
+            Err(_) => {
+                tracing::warn!(header = name, "not a valid header name: not recorded");
+            }
+        }
         self
     }
 
