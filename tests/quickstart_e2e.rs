@@ -206,11 +206,28 @@ async fn a_collector_that_is_down_neither_slows_nor_breaks_the_service() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
     ]);
     for i in 1..=50 {
         let answer = get(&app.url(&format!("/users/{i}")), &[]).await;
         assert_eq!(answer.status, 200);
     }
+    // The spans that could not be delivered are dropped and counted, visible in /metrics.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let metrics = get(&app.url("/metrics"), &[]).await.body;
+        let failed: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with("tracewire_export_failed_spans"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if failed > 0.0 || Instant::now() > deadline {
+            break failed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(failed >= 1.0, "no failed export counted");
     let status = app.terminate();
     assert!(status.success(), "quickstart exited with {status}");
 }
