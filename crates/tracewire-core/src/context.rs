@@ -50,6 +50,13 @@ impl RequestId {
     }
 }
 
+impl From<&RequestId> for opentelemetry::Value {
+    /// The id as an attribute value, sharing the id's allocation.
+    fn from(id: &RequestId) -> Self {
+        opentelemetry::Value::String(opentelemetry::StringValue::from(id.0.clone()))
+    }
+}
+
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("RequestId").field(&&*self.0).finish()

@@ -218,10 +218,7 @@ fn record_request<B>(
     if let Some(client) = client_address(req) {
         span.set_attribute(KeyValue::new(attr::CLIENT_ADDRESS, client));
     }
-    span.set_attribute(KeyValue::new(
-        attr::REQUEST_ID,
-        request_id.as_str().to_owned(),
-    ));
+    span.set_attribute(KeyValue::new(attr::REQUEST_ID, request_id));
     for (name, key) in &config.recorded_headers {
         let values: Vec<opentelemetry::StringValue> = req
             .headers()
