@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
-use rdkafka::types::RDKafkaErrorCode;
-use support::{Broker, assert_attr, install, scenarios, unique, within};
+use support::{Broker, install, scenarios, unique, within};
 use tracewire_kafka::{TracedConsumer, TracedProducer};
 
 #[tokio::test]
@@ -148,23 +147,5 @@ async fn broker_process_dying_mid_stream_surfaces_errors() {
         matches!(consumer_err, KafkaError::MessageConsumption(_)),
         "{consumer_err:?}"
     );
-    let send_err = within(
-        30,
-        "the failed delivery",
-        producer.send(
-            FutureRecord::<str, str>::to(&topic).payload("two"),
-            Duration::from_secs(1),
-        ),
-    )
-    .await
-    .map(|d| d.offset)
-    .expect_err("no broker")
-    .0;
-    assert_eq!(
-        send_err,
-        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
-    );
-    let sends = telemetry.spans_named(&format!("send {topic}"));
-    assert_eq!(sends.len(), 2);
-    assert_attr(&sends[1], "error.type", "MessageTimedOut");
+    support::assert_send_fails_without_broker(&producer, &topic, &telemetry).await;
 }

@@ -339,3 +339,37 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, future: F) ->
         .await
         .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
 }
+
+/// With the broker gone, a send fails with `MessageTimedOut` (never a panic), and its producer
+/// span — the second `send {topic}` span after one successful send — still ends, carrying
+/// `error.type`. Returns the ended producer spans.
+pub async fn assert_send_fails_without_broker(
+    producer: &tracewire_kafka::TracedProducer,
+    topic: &str,
+    telemetry: &Telemetry,
+) -> Vec<SpanData> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let err = within(
+        30,
+        "the failed delivery",
+        producer.send(
+            FutureRecord::<str, str>::to(topic).payload("two"),
+            std::time::Duration::from_secs(1),
+        ),
+    )
+    .await
+    .map(|d| d.offset)
+    .expect_err("no broker to deliver to")
+    .0;
+    assert_eq!(
+        err,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+    );
+    let sends = telemetry.spans_named(&format!("send {topic}"));
+    assert_eq!(sends.len(), 2, "both producer spans ended");
+    assert_attr(&sends[1], "error.type", "MessageTimedOut");
+    sends
+}
