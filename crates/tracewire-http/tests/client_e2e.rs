@@ -194,13 +194,6 @@ fn assert_one_trace(capture: &Capture, run: &Run) {
     }
 }
 
-fn resend_counts(spans: &[SpanData]) -> Vec<Option<String>> {
-    spans
-        .iter()
-        .map(|s| s.attr_str("http.request.resend_count"))
-        .collect()
-}
-
 fn assert_retried_twice(run: &Run) {
     assert_eq!(
         resend_counts(&run.attempts),

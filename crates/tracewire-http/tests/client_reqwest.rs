@@ -109,17 +109,8 @@ async fn reqwest_retry_attempts_are_numbered_under_one_parent() {
     assert_eq!(response.status(), 200);
     response.bytes().await.unwrap();
 
-    let mut spans = capture.spans_named("GET");
-    spans.sort_by_key(|s| s.start_time);
-    let seen: Vec<_> = spans
-        .iter()
-        .map(|s| {
-            (
-                s.attr_str("http.response.status_code").unwrap(),
-                s.attr_str("http.request.resend_count"),
-            )
-        })
-        .collect();
+    let spans = attempt_spans(&capture, "GET");
+    let seen = hops(&spans);
     assert_eq!(
         seen,
         [
@@ -197,17 +188,8 @@ async fn followed_redirects_are_hops_numbered_with_the_retries() {
     assert!(response.url().path().ends_with("/users/7"));
     response.bytes().await.unwrap();
 
-    let mut spans = capture.spans_named("GET");
-    spans.sort_by_key(|s| s.start_time);
-    let hops: Vec<_> = spans
-        .iter()
-        .map(|s| {
-            (
-                s.attr_str("http.response.status_code").unwrap(),
-                s.attr_str("http.request.resend_count"),
-            )
-        })
-        .collect();
+    let spans = attempt_spans(&capture, "GET");
+    let hops = hops(&spans);
     assert_eq!(
         hops,
         [

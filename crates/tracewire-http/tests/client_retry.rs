@@ -27,13 +27,6 @@ fn fast_policy() -> RetryPolicy {
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
 }
 
-fn resend_counts(spans: &[opentelemetry_sdk::trace::SpanData]) -> Vec<Option<String>> {
-    spans
-        .iter()
-        .map(|s| s.attr_str("http.request.resend_count"))
-        .collect()
-}
-
 #[tokio::test]
 async fn every_attempt_is_a_span_under_the_same_parent() {
     let capture = Capture::install();
@@ -58,8 +51,7 @@ async fn every_attempt_is_a_span_under_the_same_parent() {
     assert_eq!(response.status(), 200);
     assert_eq!(read_body(response.into_body()).await, "ok");
 
-    let mut spans = capture.spans_named("GET");
-    spans.sort_by_key(|s| s.start_time);
+    let spans = attempt_spans(&capture, "GET");
     assert_eq!(spans.len(), 3);
     for span in &spans {
         assert_eq!(span.parent_id(), span_id_of(&parent));
@@ -140,8 +132,7 @@ async fn connect_errors_are_retried_and_numbered() {
         .unwrap();
     let error = client.oneshot(post).await.unwrap_err();
     assert!(error.is_connect());
-    let mut spans = capture.spans_named("POST");
-    spans.sort_by_key(|s| s.start_time);
+    let spans = attempt_spans(&capture, "POST");
     assert_eq!(
         resend_counts(&spans),
         [None, Some("1".into()), Some("2".into())]
@@ -197,8 +188,7 @@ async fn count_resends_numbers_attempts_of_any_policy() {
         .unwrap();
     assert_eq!(response.status(), 200);
     read_body(response.into_body()).await;
-    let mut spans = capture.spans_named("GET");
-    spans.sort_by_key(|s| s.start_time);
+    let spans = attempt_spans(&capture, "GET");
     assert_eq!(
         resend_counts(&spans),
         [None, Some("1".into()), Some("2".into())]
@@ -233,8 +223,7 @@ async fn followed_redirects_count_as_resends() {
     assert_eq!(response.status(), 200);
     read_body(response.into_body()).await;
 
-    let mut spans = capture.spans_named("GET");
-    spans.sort_by_key(|s| s.start_time);
+    let spans = attempt_spans(&capture, "GET");
     assert_eq!(spans.len(), 2);
     assert_eq!(resend_counts(&spans), [None, Some("1".into())]);
     assert_eq!(
@@ -272,17 +261,8 @@ async fn redirects_and_retries_share_one_count() {
         .unwrap();
     assert_eq!(response.status(), 200);
     read_body(response.into_body()).await;
-    let mut spans = capture.spans_named("GET");
-    spans.sort_by_key(|s| s.start_time);
-    let hops: Vec<_> = spans
-        .iter()
-        .map(|s| {
-            (
-                s.attr_str("http.response.status_code").unwrap(),
-                s.attr_str("http.request.resend_count"),
-            )
-        })
-        .collect();
+    let spans = attempt_spans(&capture, "GET");
+    let hops = hops(&spans);
     assert_eq!(
         hops,
         [

@@ -112,3 +112,36 @@ pub fn traceparent_of(span: &opentelemetry_sdk::trace::SpanData) -> String {
         span.span_context.span_id()
     )
 }
+
+/// The ended client spans named `name`, one per attempt, in the order the attempts started.
+pub fn attempt_spans(
+    capture: &tracewire_test::Capture,
+    name: &str,
+) -> Vec<opentelemetry_sdk::trace::SpanData> {
+    let mut spans = capture.spans_named(name);
+    spans.sort_by_key(|s| s.start_time);
+    spans
+}
+
+/// `http.request.resend_count` of each attempt (absent on the first).
+pub fn resend_counts(spans: &[opentelemetry_sdk::trace::SpanData]) -> Vec<Option<String>> {
+    use tracewire_test::SpanDataExt;
+    spans
+        .iter()
+        .map(|s| s.attr_str("http.request.resend_count"))
+        .collect()
+}
+
+/// Each attempt as (status code, resend count).
+pub fn hops(spans: &[opentelemetry_sdk::trace::SpanData]) -> Vec<(String, Option<String>)> {
+    use tracewire_test::SpanDataExt;
+    spans
+        .iter()
+        .map(|s| {
+            (
+                s.attr_str("http.response.status_code").unwrap_or_default(),
+                s.attr_str("http.request.resend_count"),
+            )
+        })
+        .collect()
+}
