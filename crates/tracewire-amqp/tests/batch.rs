@@ -108,18 +108,7 @@ async fn batch_span_is_a_child_of_the_current_context() {
     let channel = traced_channel(&conn).await;
     let queue = unique("batch.child");
     declare_queue(&channel, &queue, FieldTable::default()).await;
-    channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_confirmed(&channel, &queue, b"x").await;
     let mut consumer = consume(&channel, &queue).await;
     let delivery = next(&mut consumer).await;
     let poll = root_span("poll loop");

@@ -265,18 +265,7 @@ async fn failed_handler_is_recorded_and_the_message_rejected() {
     let queue = unique("failed");
     declare_kept_queue(&channel, &queue).await;
 
-    channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_confirmed(&channel, &queue, b"x").await;
     let mut consumer = consume(&channel, &queue).await;
     let outcome = next(&mut consumer)
         .await
@@ -420,18 +409,7 @@ async fn panicking_handler_ends_the_span_as_an_error() {
     let channel = traced_channel(&conn).await;
     let queue = unique("panic");
     declare_queue(&channel, &queue, FieldTable::default()).await;
-    channel
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_confirmed(&channel, &queue, b"x").await;
     let mut consumer = consume(&channel, &queue).await;
     let delivery = next(&mut consumer).await;
     let joined = tokio::spawn(delivery.process(|_| async {

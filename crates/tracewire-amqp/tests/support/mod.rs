@@ -248,3 +248,19 @@ pub async fn cancel_and_count(
         .expect("queue_delete");
     q.message_count()
 }
+
+/// Publishes `body` to `queue` through the default exchange and waits for the broker's confirm.
+pub async fn publish_confirmed(channel: &TracedChannel, queue: &str, body: &[u8]) {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
