@@ -35,3 +35,24 @@ pub const MESSAGING_OUTCOME: &str = "messaging.message.outcome";
 
 /// Span events recording an error are named so, per the exception conventions.
 pub const EXCEPTION_EVENT: &str = "exception";
+
+// RPC (gRPC) keys. `rpc.method`, `rpc.response.status_code` and `rpc.system.name` are the
+// current names; `rpc.system`, `rpc.service` and `rpc.grpc.status_code` are the gRPC keys most
+// backends and dashboards read today, deprecated in the conventions crate but still written
+// beside the new ones (see `docs/grpc.md`). Taken from the crate, not spelled out here.
+pub use opentelemetry_semantic_conventions::attribute::{
+    RPC_METHOD, RPC_METHOD_ORIGINAL, RPC_RESPONSE_STATUS_CODE, RPC_SYSTEM_NAME,
+};
+
+/// `rpc.system`: the remoting system (`grpc`); the older name of `rpc.system.name`.
+#[allow(deprecated)]
+pub const RPC_SYSTEM: &str = opentelemetry_semantic_conventions::attribute::RPC_SYSTEM;
+
+/// `rpc.service`: the full name of the called service (`tracewire.demo.Greeter`).
+#[allow(deprecated)]
+pub const RPC_SERVICE: &str = opentelemetry_semantic_conventions::attribute::RPC_SERVICE;
+
+/// `rpc.grpc.status_code`: the numeric gRPC status code of a call (`0` = OK).
+#[allow(deprecated)]
+pub const RPC_GRPC_STATUS_CODE: &str =
+    opentelemetry_semantic_conventions::attribute::RPC_GRPC_STATUS_CODE;

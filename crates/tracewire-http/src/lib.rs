@@ -7,8 +7,11 @@
 //! - [`client`] instruments any tower HTTP client (hyper-util's client, a tonic `Channel`):
 //!   a CLIENT span per attempt, context injected into the outgoing headers, resend counting
 //!   across retries.
+//! - [`classify`]: how both layers judge a call: HTTP by default, gRPC (`rpc.*` conventions,
+//!   `grpc-status`) for gRPC requests.
 //! - [`propagation`]: the `HeaderMap` carriers both sides use.
 
+pub mod classify;
 pub mod client;
 pub mod propagation;
 #[cfg(feature = "reqwest")]
