@@ -13,3 +13,15 @@ pub struct UserViewed {
     #[event(pii)]
     pub email: String,
 }
+
+/// The `tracewire.demo` protobuf package of `proto/greeter.proto`: the `Greeter` service
+/// (server and client) and its messages, generated at build time.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
+pub mod greeter {
+    tonic::include_proto!("tracewire.demo");
+}
