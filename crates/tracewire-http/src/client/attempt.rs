@@ -14,18 +14,24 @@ use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::Histogram;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_semantic_conventions::metric::HTTP_CLIENT_REQUEST_DURATION;
+use opentelemetry_semantic_conventions::metric::{
+    HTTP_CLIENT_REQUEST_DURATION, RPC_CLIENT_CALL_DURATION,
+};
 use tracewire_core::attributes::{
     ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL, HTTP_REQUEST_RESEND_COUNT,
     HTTP_RESPONSE_STATUS_CODE, NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_FULL,
 };
-use tracewire_core::error::http_status_error_type;
+use tracewire_core::error::status_text;
+
+use crate::classify::{Classify, DefaultClassifier, Ending, GrpcCall, Side};
 
 /// The tracer and the instruments of a client layer, built once when the layer is built.
 #[derive(Clone)]
 pub(crate) struct Instruments {
     tracer: Arc<BoxedTracer>,
     duration: Histogram<f64>,
+    rpc_duration: Histogram<f64>,
+    pub(crate) classifier: Arc<dyn Classify>,
 }
 
 impl fmt::Debug for Instruments {
@@ -45,6 +51,12 @@ impl Instruments {
                 HTTP_CLIENT_REQUEST_DURATION,
                 "Duration of HTTP client requests.",
             ),
+            rpc_duration: tracewire_core::metrics::duration_histogram(
+                &meter,
+                RPC_CLIENT_CALL_DURATION,
+                "Duration of outgoing RPCs.",
+            ),
+            classifier: Arc::new(DefaultClassifier),
         }
     }
 }
@@ -132,6 +144,15 @@ pub(crate) struct Attempt {
     start: Instant,
     duration: Histogram<f64>,
     metric_attributes: Vec<KeyValue>,
+    classifier: Arc<dyn Classify>,
+    /// Set when the call is recorded as gRPC; then the attempt ends into `rpc_duration`.
+    grpc: Option<Grpc>,
+}
+
+struct Grpc {
+    call: GrpcCall,
+    duration: Histogram<f64>,
+    ending: Ending,
 }
 
 impl fmt::Debug for Attempt {
@@ -145,11 +166,23 @@ impl fmt::Debug for Attempt {
 
 impl Attempt {
     /// Starts the CLIENT span of one attempt as a child of `parent`.
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     pub(crate) fn start(
         instruments: &Instruments,
         parent: &Context,
         target: Target<'_>,
         resend_count: u32,
+    ) -> Self {
+        Self::start_call(instruments, parent, target, resend_count, None)
+    }
+
+    /// Starts the CLIENT span of one attempt, recorded as a gRPC call when `grpc` is given.
+    pub(crate) fn start_call(
+        instruments: &Instruments,
+        parent: &Context,
+        target: Target<'_>,
+        resend_count: u32,
+        grpc: Option<GrpcCall>,
     ) -> Self {
         let known = method_name(target.method);
         let method = known.unwrap_or("_OTHER");
@@ -165,7 +198,9 @@ impl Attempt {
         let mut span_attributes = Vec::with_capacity(8);
         let mut metric_attributes = Vec::with_capacity(6);
         span_attributes.push(KeyValue::new(HTTP_REQUEST_METHOD, method));
-        metric_attributes.push(KeyValue::new(HTTP_REQUEST_METHOD, method));
+        if grpc.is_none() {
+            metric_attributes.push(KeyValue::new(HTTP_REQUEST_METHOD, method));
+        }
         if known.is_none() {
             span_attributes.push(KeyValue::new(
                 HTTP_REQUEST_METHOD_ORIGINAL,
@@ -198,7 +233,13 @@ impl Attempt {
             ));
         }
 
-        let name = known.unwrap_or("HTTP");
+        let name = match &grpc {
+            Some(call) => {
+                call.start_attributes(&mut span_attributes);
+                call.span_name()
+            }
+            None => Cow::Borrowed(known.unwrap_or("HTTP")),
+        };
         let builder = instruments
             .tracer
             .span_builder(name)
@@ -210,6 +251,12 @@ impl Attempt {
             start: Instant::now(),
             duration: instruments.duration.clone(),
             metric_attributes,
+            classifier: instruments.classifier.clone(),
+            grpc: grpc.map(|call| Grpc {
+                call,
+                duration: instruments.rpc_duration.clone(),
+                ending: Ending::Dropped,
+            }),
         }
     }
 
@@ -223,6 +270,13 @@ impl Attempt {
         let code = status.as_u16();
         let span = self.cx.span();
         span.set_attribute(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
+        if self.grpc.is_some() {
+            // Judged by `grpc-status` when the call ends.
+            if let Some(v) = protocol_version(version) {
+                span.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
+            }
+            return;
+        }
         self.metric_attributes
             .push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
         if let Some(v) = protocol_version(version) {
@@ -230,11 +284,41 @@ impl Attempt {
             self.metric_attributes
                 .push(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
         }
-        if let Some(error_type) = http_status_error_type(code, true) {
+        if self.is_http_failure(status) {
+            let error_type = status_text(code);
             span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
             self.metric_attributes
                 .push(KeyValue::new(ERROR_TYPE, error_type));
             span.set_status(Status::error(""));
+        }
+    }
+
+    fn is_http_failure(&self, status: StatusCode) -> bool {
+        self.classifier.is_http_failure(status, Side::Client)
+    }
+
+    /// Reads a gRPC response head: the status of a trailers-only response, or the HTTP status
+    /// of a response that brings none.
+    pub(crate) fn on_grpc_head(&mut self, status: StatusCode, headers: &HeaderMap) {
+        if let Some(grpc) = &mut self.grpc {
+            grpc.call.on_response_head(status, headers);
+        }
+    }
+
+    /// Reads the response trailers (`grpc-status`); the call is complete.
+    pub(crate) fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(grpc) = &mut self.grpc {
+            grpc.call.on_trailers(trailers);
+        }
+        self.complete();
+    }
+
+    /// The response was read to its end.
+    pub(crate) fn complete(&mut self) {
+        if let Some(grpc) = &mut self.grpc
+            && grpc.ending == Ending::Dropped
+        {
+            grpc.ending = Ending::Complete;
         }
     }
 
@@ -244,6 +328,9 @@ impl Attempt {
         let span = self.cx.span();
         span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
         span.set_status(Status::error(message.to_string()));
+        if let Some(grpc) = &mut self.grpc {
+            grpc.ending = Ending::Failed;
+        }
         if !self
             .metric_attributes
             .iter()
@@ -257,6 +344,26 @@ impl Attempt {
 
 impl Drop for Attempt {
     fn drop(&mut self) {
+        if let Some(grpc) = &mut self.grpc {
+            let span = self.cx.span();
+            let failed = grpc.ending == Ending::Failed;
+            let outcome = grpc.call.finish(
+                &*self.classifier,
+                grpc.ending,
+                &span,
+                &mut self.metric_attributes,
+            );
+            if !failed && let Some(error_type) = outcome.error_type {
+                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
+                self.metric_attributes
+                    .push(KeyValue::new(ERROR_TYPE, error_type));
+                span.set_status(Status::error(outcome.message.unwrap_or_default()));
+            }
+            span.end();
+            grpc.duration
+                .record(self.start.elapsed().as_secs_f64(), &self.metric_attributes);
+            return;
+        }
         self.cx.span().end();
         self.duration
             .record(self.start.elapsed().as_secs_f64(), &self.metric_attributes);

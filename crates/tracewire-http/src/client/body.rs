@@ -58,16 +58,25 @@ where
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
-                this.attempt.take();
+                if let Some(mut attempt) = this.attempt.take() {
+                    attempt.complete();
+                }
             }
             Poll::Ready(Some(Err(error))) => {
                 if let Some(mut attempt) = this.attempt.take() {
                     attempt.on_error(error_type_of::<B::Error>(), error);
                 }
             }
-            Poll::Ready(Some(Ok(_))) => {
-                if this.inner.is_end_stream() {
-                    this.attempt.take();
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    // The last frame: a gRPC call ends with its trailers.
+                    if let Some(mut attempt) = this.attempt.take() {
+                        attempt.on_trailers(trailers);
+                    }
+                } else if this.inner.is_end_stream()
+                    && let Some(mut attempt) = this.attempt.take()
+                {
+                    attempt.complete();
                 }
             }
             Poll::Pending => {}

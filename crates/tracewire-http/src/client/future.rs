@@ -58,6 +58,7 @@ where
                 let mut attempt = attempt;
                 if let Some(attempt) = &mut attempt {
                     attempt.on_response(response.status(), response.version());
+                    attempt.on_grpc_head(response.status(), response.headers());
                 }
                 Ok(response.map(|body| ResponseBody::new(body, attempt)))
             }

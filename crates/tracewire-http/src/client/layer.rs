@@ -1,4 +1,8 @@
+use std::sync::Arc;
+
 use tower::Layer;
+
+use crate::classify::{Classify, GrpcClassifier};
 
 use super::attempt::Instruments;
 use super::service::Client;
@@ -26,6 +30,20 @@ impl ClientLayer {
         Self {
             instruments: Instruments::from_globals(),
         }
+    }
+
+    /// A layer recording every request as a gRPC call (for a tonic `Channel`): the same as
+    /// `ClientLayer::new().classifier(GrpcClassifier::new())`. [`ClientLayer::new`] already
+    /// records requests with a gRPC content type as gRPC calls.
+    pub fn new_for_grpc() -> Self {
+        Self::new().classifier(GrpcClassifier)
+    }
+
+    /// Chooses how requests are recorded and judged (see [`crate::classify`]); the
+    /// [`DefaultClassifier`](crate::classify::DefaultClassifier) by default.
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.instruments.classifier = Arc::new(classifier);
+        self
     }
 }
 

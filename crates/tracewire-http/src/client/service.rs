@@ -9,7 +9,22 @@ use super::ResendCounter;
 use super::attempt::{Attempt, Instruments, Target};
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
+use crate::classify::{GrpcCall, Protocol, Side};
 use crate::propagation::HeaderInjector;
+
+/// gRPC calls carry the request id of the call being served (if any) in `x-request-id`
+/// metadata, unless the caller set one.
+fn forward_request_id(headers: &mut http::HeaderMap) {
+    const NAME: http::HeaderName = http::HeaderName::from_static("x-request-id");
+    if headers.contains_key(&NAME) {
+        return;
+    }
+    if let Some(id) = tracewire_core::RequestId::current()
+        && let Ok(value) = http::HeaderValue::from_str(id.as_str())
+    {
+        headers.insert(NAME, value);
+    }
+}
 
 /// An HTTP client service instrumented by [`ClientLayer`](super::ClientLayer): one CLIENT span
 /// per request it sends, the trace context injected into the request headers.
@@ -72,9 +87,20 @@ where
             .extensions()
             .get::<ResendCounter>()
             .map_or(0, ResendCounter::next_attempt);
+        let grpc = match self.instruments.classifier.protocol(
+            request.method(),
+            request.uri(),
+            request.headers(),
+        ) {
+            Protocol::Grpc => {
+                forward_request_id(request.headers_mut());
+                Some(GrpcCall::start(request.uri().path(), Side::Client))
+            }
+            Protocol::Http => None,
+        };
         let attempt = Context::map_current(|parent| {
             let target = Target::from_parts(request.method(), request.uri(), request.headers());
-            Attempt::start(&self.instruments, parent, target, resend_count)
+            Attempt::start_call(&self.instruments, parent, target, resend_count, grpc)
         });
         tracewire_core::propagation::inject(
             attempt.context(),

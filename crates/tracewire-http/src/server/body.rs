@@ -58,7 +58,15 @@ where
                     f.finish();
                 }
             }
-            Some(Ok(_)) => {}
+            Some(Ok(frame)) => {
+                // Trailers are the last frame: a gRPC call ends with them.
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(mut f) = this.finisher.take()
+                {
+                    f.on_trailers(trailers);
+                    f.finish();
+                }
+            }
         }
         Poll::Ready(frame)
     }

@@ -12,10 +12,11 @@ use opentelemetry::{Context, KeyValue};
 use pin_project_lite::pin_project;
 use tracewire_core::RequestId;
 use tracewire_core::attributes as attr;
-use tracewire_core::error::{http_status_error_type, short_type_name};
+use tracewire_core::error::{short_type_name, status_text};
 
 use super::ServerBody;
 use super::layer::ServerLayer;
+use crate::classify::{Ending, GrpcCall, GrpcCode, Side};
 
 pin_project! {
     /// Response future of [`Server`](super::Server): attaches the request's context on every
@@ -86,6 +87,8 @@ pub(crate) struct Finisher {
     pub(crate) route: Option<Cow<'static, str>>,
     pub(crate) path: Option<Box<str>>,
     pub(crate) request_id: RequestId,
+    /// Set when the call is recorded as gRPC.
+    pub(crate) grpc: Option<GrpcCall>,
     pub(crate) status: Option<u16>,
     pub(crate) error: Option<Cow<'static, str>>,
     pub(crate) error_message: Option<String>,
@@ -106,6 +109,9 @@ impl Injector for TraceparentOnly<'_> {
 impl Finisher {
     fn on_response<B>(&mut self, response: &mut Response<B>) {
         self.status = Some(response.status().as_u16());
+        if let Some(call) = &mut self.grpc {
+            call.on_response_head(response.status(), response.headers());
+        }
         let headers = response.headers_mut();
         tracewire_core::propagation::inject(
             &self.cx,
@@ -123,21 +129,107 @@ impl Finisher {
         }
     }
 
+    /// Reads the response trailers (`grpc-status` of a gRPC call).
+    pub(crate) fn on_trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(call) = &mut self.grpc {
+            call.on_trailers(trailers);
+        }
+    }
+
     pub(crate) fn finish(&mut self) {
+        let ending = if self.error.is_some() {
+            Ending::Failed
+        } else {
+            Ending::Complete
+        };
+        self.end(ending);
+    }
+
+    fn end(&mut self, ending: Ending) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
         let elapsed = self.start.elapsed();
         let span = self.cx.span();
+        if let Some(call) = &mut self.grpc {
+            // gRPC: judged by `grpc-status`, measured in `rpc.server.call.duration`.
+            if let Some(status) = self.status {
+                span.set_attribute(KeyValue::new(
+                    attr::HTTP_RESPONSE_STATUS_CODE,
+                    i64::from(status),
+                ));
+            }
+            let mut attributes = Vec::with_capacity(7);
+            let outcome = call.finish(
+                &*self.layer.config.classifier,
+                ending,
+                &span,
+                &mut attributes,
+            );
+            match (&self.error, outcome.error_type) {
+                (Some(error), _) => {
+                    span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error.clone()));
+                    attributes.push(KeyValue::new(attr::ERROR_TYPE, error.clone()));
+                    let description = self.error_message.take().unwrap_or_default();
+                    span.set_status(Status::error(description));
+                }
+                (None, Some(error_type)) => {
+                    self.error = Some(Cow::Borrowed(error_type));
+                    span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type));
+                    attributes.push(KeyValue::new(attr::ERROR_TYPE, error_type));
+                    span.set_status(Status::error(outcome.message.unwrap_or_default()));
+                }
+                (None, None) => {}
+            }
+            self.layer
+                .shared
+                .rpc_duration
+                .record(elapsed.as_secs_f64(), &attributes);
+            let code = call.code().map(GrpcCode::as_str);
+            self.layer.shared.active.end(self.method_idx, self.https);
+            if self.layer.config.access_log {
+                let _attached = self.cx.clone().attach();
+                let duration_ms = elapsed.as_secs_f64() * 1000.0;
+                let path = self.path.as_deref();
+                match self.error.as_deref() {
+                    None => tracing::info!(
+                        target: "tracewire::access",
+                        method = self.method,
+                        path,
+                        status = self.status,
+                        grpc_status = code,
+                        duration_ms,
+                        "request completed"
+                    ),
+                    Some(error) => tracing::warn!(
+                        target: "tracewire::access",
+                        method = self.method,
+                        path,
+                        status = self.status,
+                        grpc_status = code,
+                        duration_ms,
+                        error,
+                        "request failed"
+                    ),
+                }
+            }
+            span.end();
+            return;
+        }
         if let Some(status) = self.status {
             span.set_attribute(KeyValue::new(
                 attr::HTTP_RESPONSE_STATUS_CODE,
                 i64::from(status),
             ));
             if self.error.is_none()
-                && let Some(error_type) = http_status_error_type(status, false)
+                && let Ok(code) = http::StatusCode::from_u16(status)
+                && self
+                    .layer
+                    .config
+                    .classifier
+                    .is_http_failure(code, Side::Server)
             {
-                self.error = Some(Cow::Borrowed(error_type));
+                self.error = Some(Cow::Borrowed(status_text(status)));
                 span.set_status(Status::error(""));
             }
         }
@@ -215,6 +307,10 @@ impl Drop for Finisher {
         }
         if std::thread::panicking() {
             self.error = Some(Cow::Borrowed("panic"));
+        } else if self.grpc.is_some() {
+            // The client cancelled the call (or went away): `CANCELLED`, unless the response
+            // head already carried a status.
+            return self.end(Ending::Dropped);
         } else if self.status.is_none() {
             // Dropped before the inner service answered: the client went away or a timeout
             // cancelled the request.

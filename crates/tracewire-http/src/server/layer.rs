@@ -16,6 +16,8 @@ use opentelemetry_semantic_conventions::metric as semconv;
 use tower::Layer;
 use tracewire_core::redact::SensitiveHeaders;
 
+use crate::classify::{Classify, DefaultClassifier, GrpcClassifier};
+
 use super::service::Server;
 
 /// A tower [`Layer`] that instruments every request of the service it wraps. See the
@@ -36,12 +38,15 @@ pub(crate) struct Config {
     pub(crate) request_id_header: HeaderName,
     pub(crate) access_log: bool,
     pub(crate) https: bool,
+    pub(crate) classifier: Arc<dyn Classify>,
 }
 
 /// What every clone of a layer shares: the tracer, the instruments and the span-name cache.
 pub(crate) struct Shared {
     pub(crate) tracer: BoxedTracer,
     pub(crate) duration: Histogram<f64>,
+    /// `rpc.server.call.duration`, for calls classified as gRPC.
+    pub(crate) rpc_duration: Histogram<f64>,
     pub(crate) active: &'static ActiveRequests,
     pub(crate) names: RouteNames,
 }
@@ -70,6 +75,11 @@ impl ServerLayer {
                 semconv::HTTP_SERVER_REQUEST_DURATION,
                 "Duration of HTTP server requests.",
             ),
+            rpc_duration: tracewire_core::metrics::duration_histogram(
+                &meter,
+                semconv::RPC_SERVER_CALL_DURATION,
+                "Duration of incoming RPCs.",
+            ),
             active: ActiveRequests::get(),
             names: RouteNames::default(),
         };
@@ -80,6 +90,7 @@ impl ServerLayer {
                 request_id_header: HeaderName::from_static("x-request-id"),
                 access_log: true,
                 https: false,
+                classifier: Arc::new(DefaultClassifier),
             }),
             shared: Arc::new(shared),
         }
@@ -123,6 +134,20 @@ impl ServerLayer {
     /// Uses another header than `x-request-id` for the request id.
     pub fn request_id_header(mut self, name: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).request_id_header = name;
+        self
+    }
+
+    /// A layer recording every request as a gRPC call: the same as
+    /// `ServerLayer::new().classifier(GrpcClassifier::new())`. [`ServerLayer::new`] already
+    /// records requests with a gRPC content type as gRPC calls.
+    pub fn new_for_grpc() -> Self {
+        Self::new().classifier(GrpcClassifier)
+    }
+
+    /// Chooses how requests are recorded and judged (see [`crate::classify`]); the
+    /// [`DefaultClassifier`] by default.
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        Arc::make_mut(&mut self.config).classifier = Arc::new(classifier);
         self
     }
 

@@ -13,6 +13,7 @@ use tracewire_core::redact::redact_query;
 
 use super::future::{Finisher, ResponseFuture};
 use super::layer::ServerLayer;
+use crate::classify::{GrpcCall, Protocol, Side};
 use crate::propagation::{CARRIER, HeaderExtractor};
 use crate::semconv::{OTHER_METHOD, method_index, method_value, protocol_version};
 
@@ -71,12 +72,20 @@ where
             None => config.https,
         };
         let scheme = super::layer::scheme(https);
-        let (route, span_name) = match matched_route(&req) {
-            Some(route) => {
+        let grpc = match config
+            .classifier
+            .protocol(req.method(), req.uri(), req.headers())
+        {
+            Protocol::Grpc => Some(GrpcCall::start(req.uri().path(), Side::Server)),
+            Protocol::Http => None,
+        };
+        let (route, span_name) = match (&grpc, matched_route(&req)) {
+            (Some(call), _) => (None, call.span_name()),
+            (None, Some(route)) => {
                 let named = shared.names.get(method_idx, method, route);
                 (Some(named.route), named.span_name)
             }
-            None => (None, Cow::Borrowed(method)),
+            (None, None) => (None, Cow::Borrowed(method)),
         };
 
         let mut attributes = Vec::with_capacity(4);
@@ -84,6 +93,9 @@ where
         attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
         if let Some(route) = &route {
             attributes.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
+        }
+        if let Some(call) = &grpc {
+            call.start_attributes(&mut attributes);
         }
         let mut span = shared
             .tracer
@@ -113,6 +125,7 @@ where
             route,
             path,
             request_id,
+            grpc,
             status: None,
             error: None,
             error_message: None,
