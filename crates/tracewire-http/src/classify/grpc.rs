@@ -401,11 +401,18 @@ impl GrpcCall {
         }
     }
 
-    /// The attributes known when the call starts: `rpc.system`, `rpc.system.name`,
-    /// `rpc.service`, `rpc.method` (`_OTHER` and `rpc.method_original` for a bad path).
+    /// The attributes known when the call starts: `rpc.system`, `rpc.system.name`, and on
+    /// the client side `rpc.service` and `rpc.method` (`_OTHER` and `rpc.method_original` for a
+    /// bad path). A server knows whether it recognises the method only when the call ends.
     pub(crate) fn start_attributes(&self, out: &mut Vec<KeyValue>) {
         out.push(KeyValue::new(attr::RPC_SYSTEM, GRPC));
         out.push(KeyValue::new(attr::RPC_SYSTEM_NAME, GRPC));
+        if self.side == Side::Client {
+            self.method_attributes(out);
+        }
+    }
+
+    fn method_attributes(&self, out: &mut Vec<KeyValue>) {
         match self.service_method() {
             Some((service, method)) => {
                 out.push(KeyValue::new(attr::RPC_SERVICE, service));
@@ -468,6 +475,11 @@ impl GrpcCall {
         let unknown_method = self.side == Side::Server && code == Some(GrpcCode::Unimplemented);
         metric.push(KeyValue::new(attr::RPC_SYSTEM, GRPC));
         metric.push(KeyValue::new(attr::RPC_SYSTEM_NAME, GRPC));
+        if self.side == Side::Server && !unknown_method {
+            let mut names = Vec::with_capacity(2);
+            self.method_attributes(&mut names);
+            span.set_attributes(names);
+        }
         match self.service_method() {
             Some(_) if unknown_method => {
                 span.update_name(GRPC);
@@ -602,7 +614,7 @@ mod tests {
         assert_eq!(parse_path("/a.B/"), None);
         assert_eq!(parse_path("//C"), None);
         assert_eq!(parse_path("/a/b/c"), None);
-        let call = GrpcCall::start("/nope", Side::Server);
+        let call = GrpcCall::start("/nope", Side::Client);
         assert_eq!(call.span_name(), "grpc");
         let mut attributes = Vec::new();
         call.start_attributes(&mut attributes);
