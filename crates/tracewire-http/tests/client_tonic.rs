@@ -69,12 +69,21 @@ async fn a_grpc_call_through_the_layer_propagates() {
     let response = call.with_context(parent.clone()).await;
     assert!(response.is_ok(), "{response:?}");
 
-    let client = capture
-        .wait_for_spans("POST", 1, Duration::from_secs(5))
+    // Both sides see `content-type: application/grpc` and record a gRPC call.
+    let spans = capture
+        .wait_for_spans("demo.Users/Get", 2, Duration::from_secs(5))
         .await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let client: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind() == SpanKind::Client)
+        .collect();
     assert_eq!(client.len(), 1);
-    let client = &client[0];
-    assert_eq!(client.kind(), SpanKind::Client);
+    let client = client[0];
+    assert_eq!(
+        client.attr_str("rpc.grpc.status_code").as_deref(),
+        Some("0")
+    );
     assert_eq!(client.parent_id(), span_id_of(&parent));
     assert_eq!(
         client.attr_str("url.full"),
@@ -86,10 +95,12 @@ async fn a_grpc_call_through_the_layer_propagates() {
     );
     assert_eq!(script.traceparents(), [traceparent_of(client)]);
 
-    let server = capture
-        .wait_for_spans("POST /demo.Users/Get", 1, Duration::from_secs(5))
-        .await;
+    let server: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind() == SpanKind::Server)
+        .collect();
     assert_eq!(server.len(), 1);
     assert_eq!(server[0].trace_id(), client.trace_id());
     assert_eq!(server[0].parent_id(), client.span_id());
+    assert_eq!(server[0].attr_str("rpc.method").as_deref(), Some("Get"));
 }
