@@ -607,3 +607,45 @@ async fn unknown_methods_and_explicit_http_classification() {
     assert_eq!(spans[0].attr_str("rpc.system"), None);
     assert!(!spans[0].is_error());
 }
+
+#[tokio::test]
+async fn a_stream_the_client_drops_is_cancelled() {
+    let capture = Capture::install();
+    let addr = serve(ServerLayer::new(), None).await;
+    let mut client = connect(addr, ClientLayer::new()).await;
+
+    client.ready().await.unwrap();
+    let response = client
+        .server_streaming(
+            tonic::Request::new(msg("n:50")),
+            PathAndQuery::from_static("/test.Echo/Stream"),
+            Codec::default(),
+        )
+        .await
+        .unwrap();
+    let mut stream = response.into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().text, "part 0");
+    drop(stream);
+
+    let spans = capture
+        .wait_for_spans("test.Echo/Stream", 2, Duration::from_secs(5))
+        .await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    for span in &spans {
+        assert_eq!(code_of(span).as_deref(), Some("1"), "{:?}", span.kind());
+        assert_eq!(
+            span.attr_str("rpc.response.status_code").as_deref(),
+            Some("CANCELLED")
+        );
+    }
+    // A failure for the caller, not for the server.
+    let client_span = of_kind(&spans, &SpanKind::Client).remove(0);
+    assert_eq!(
+        client_span.attr_str("error.type").as_deref(),
+        Some("CANCELLED")
+    );
+    assert!(client_span.is_error());
+    let server_span = of_kind(&spans, &SpanKind::Server).remove(0);
+    assert_eq!(server_span.attr_str("error.type"), None);
+    assert!(!server_span.is_error());
+}
