@@ -303,12 +303,11 @@ pub(crate) enum Ending {
     Failed,
 }
 
-/// What a gRPC call says about its end, for the layer to record.
+/// An error the layer saw itself (inner service, transport, body, panic): its `error.type` and
+/// the description for the span status.
 #[derive(Debug)]
-pub(crate) struct GrpcOutcome {
-    /// `error.type` when the classifier counts the call as failed.
-    pub(crate) error_type: Option<&'static str>,
-    /// The decoded `grpc-message`, when there was one.
+pub(crate) struct LayerError {
+    pub(crate) error_type: Cow<'static, str>,
     pub(crate) message: Option<String>,
 }
 
@@ -454,21 +453,23 @@ impl GrpcCall {
         self.code
     }
 
-    /// Ends the call: sets the status attributes on `span`, appends the metric attributes to
-    /// `metric`, and says whether the call failed. A call that ended without a status is
-    /// `UNKNOWN`; one dropped before its end is `CANCELLED`; one that failed in the transport
-    /// has no status (the caller records the error).
-    pub(crate) fn finish(
+    /// Ends the call: sets the status attributes, `error.type` and the span status on `span`,
+    /// appends the metric attributes to `metric`, and returns the `error.type` recorded, if
+    /// any. A call that ended without a status is `UNKNOWN`; one dropped before its end is
+    /// `CANCELLED`. An `error` the layer saw wins over the status; a call that failed that
+    /// way before any status has none.
+    pub(crate) fn end(
         &mut self,
         classifier: &dyn Classify,
         ending: Ending,
+        error: Option<LayerError>,
         span: &SpanRef<'_>,
         metric: &mut Vec<KeyValue>,
-    ) -> GrpcOutcome {
-        let code = self.code.or(match ending {
-            Ending::Complete => Some(GrpcCode::Unknown),
-            Ending::Dropped => Some(GrpcCode::Cancelled),
-            Ending::Failed => None,
+    ) -> Option<Cow<'static, str>> {
+        let code = self.code.or(match (ending, &error) {
+            (_, Some(_)) | (Ending::Failed, None) => None,
+            (Ending::Complete, None) => Some(GrpcCode::Unknown),
+            (Ending::Dropped, None) => Some(GrpcCode::Cancelled),
         });
         // A server does not know a method it answers UNIMPLEMENTED for: keep the client's
         // name out of span names and metrics.
@@ -499,10 +500,7 @@ impl GrpcCall {
             }
             None => metric.push(KeyValue::new(attr::RPC_METHOD, OTHER)),
         }
-        let mut outcome = GrpcOutcome {
-            error_type: None,
-            message: self.message.take(),
-        };
+        let mut failed = None;
         if let Some(code) = code {
             span.set_attribute(KeyValue::new(
                 attr::RPC_GRPC_STATUS_CODE,
@@ -515,10 +513,19 @@ impl GrpcCall {
             ));
             metric.push(KeyValue::new(attr::RPC_RESPONSE_STATUS_CODE, code.as_str()));
             if classifier.is_grpc_failure(code, self.side) {
-                outcome.error_type = Some(code.as_str());
+                failed = Some(LayerError {
+                    error_type: Cow::Borrowed(code.as_str()),
+                    message: self.message.take(),
+                });
             }
         }
-        outcome
+        let failed = error.or(failed)?;
+        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, failed.error_type.clone()));
+        metric.push(KeyValue::new(attr::ERROR_TYPE, failed.error_type.clone()));
+        span.set_status(opentelemetry::trace::Status::error(
+            failed.message.unwrap_or_default(),
+        ));
+        Some(failed.error_type)
     }
 
     fn full_path(&self) -> Option<String> {

@@ -43,7 +43,7 @@ use std::fmt;
 
 pub use self::grpc::{GrpcClassifier, GrpcCode};
 pub use self::http::{DefaultClassifier, HttpClassifier};
-pub(crate) use grpc::{Ending, GrpcCall, grpc_content_type};
+pub(crate) use grpc::{Ending, GrpcCall, LayerError, grpc_content_type};
 
 /// Which side of a call a layer instruments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

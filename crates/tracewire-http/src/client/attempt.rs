@@ -23,7 +23,7 @@ use tracewire_core::attributes::{
 };
 use tracewire_core::error::status_text;
 
-use crate::classify::{Classify, DefaultClassifier, Ending, GrpcCall, Side};
+use crate::classify::{Classify, DefaultClassifier, Ending, GrpcCall, LayerError, Side};
 
 /// The tracer and the instruments of a client layer, built once when the layer is built.
 #[derive(Clone)]
@@ -153,6 +153,7 @@ struct Grpc {
     call: GrpcCall,
     duration: Histogram<f64>,
     ending: Ending,
+    error: Option<LayerError>,
 }
 
 impl fmt::Debug for Attempt {
@@ -256,6 +257,7 @@ impl Attempt {
                 call,
                 duration: instruments.rpc_duration.clone(),
                 ending: Ending::Dropped,
+                error: None,
             }),
         }
     }
@@ -325,12 +327,18 @@ impl Attempt {
     /// Records a failure (no response, or a failed response body): `error.type` and status
     /// Error with the error's message.
     pub(crate) fn on_error(&mut self, error_type: &'static str, message: &dyn fmt::Display) {
+        if let Some(grpc) = &mut self.grpc {
+            // Recorded when the call ends, unless a status arrived first.
+            grpc.ending = Ending::Failed;
+            grpc.error.get_or_insert_with(|| LayerError {
+                error_type: Cow::Borrowed(error_type),
+                message: Some(message.to_string()),
+            });
+            return;
+        }
         let span = self.cx.span();
         span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
         span.set_status(Status::error(message.to_string()));
-        if let Some(grpc) = &mut self.grpc {
-            grpc.ending = Ending::Failed;
-        }
         if !self
             .metric_attributes
             .iter()
@@ -345,20 +353,15 @@ impl Attempt {
 impl Drop for Attempt {
     fn drop(&mut self) {
         if let Some(grpc) = &mut self.grpc {
+            // gRPC: judged by `grpc-status`, measured in `rpc.client.call.duration`.
             let span = self.cx.span();
-            let failed = grpc.ending == Ending::Failed;
-            let outcome = grpc.call.finish(
+            grpc.call.end(
                 &*self.classifier,
                 grpc.ending,
+                grpc.error.take(),
                 &span,
                 &mut self.metric_attributes,
             );
-            if !failed && let Some(error_type) = outcome.error_type {
-                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-                self.metric_attributes
-                    .push(KeyValue::new(ERROR_TYPE, error_type));
-                span.set_status(Status::error(outcome.message.unwrap_or_default()));
-            }
             span.end();
             grpc.duration
                 .record(self.start.elapsed().as_secs_f64(), &self.metric_attributes);

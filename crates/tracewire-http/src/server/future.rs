@@ -3,7 +3,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response};
 use opentelemetry::propagation::Injector;
@@ -16,7 +16,7 @@ use tracewire_core::error::{short_type_name, status_text};
 
 use super::ServerBody;
 use super::layer::ServerLayer;
-use crate::classify::{Ending, GrpcCall, GrpcCode, Side};
+use crate::classify::{Ending, GrpcCall, GrpcCode, LayerError, Side};
 
 pin_project! {
     /// Response future of [`Server`](super::Server): attaches the request's context on every
@@ -159,60 +159,20 @@ impl Finisher {
                     i64::from(status),
                 ));
             }
+            let error = self.error.take().map(|error_type| LayerError {
+                error_type,
+                message: self.error_message.take(),
+            });
             let mut attributes = Vec::with_capacity(7);
-            let outcome = call.finish(
-                &*self.layer.config.classifier,
-                ending,
-                &span,
-                &mut attributes,
-            );
-            match (&self.error, outcome.error_type) {
-                (Some(error), _) => {
-                    span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error.clone()));
-                    attributes.push(KeyValue::new(attr::ERROR_TYPE, error.clone()));
-                    let description = self.error_message.take().unwrap_or_default();
-                    span.set_status(Status::error(description));
-                }
-                (None, Some(error_type)) => {
-                    self.error = Some(Cow::Borrowed(error_type));
-                    span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type));
-                    attributes.push(KeyValue::new(attr::ERROR_TYPE, error_type));
-                    span.set_status(Status::error(outcome.message.unwrap_or_default()));
-                }
-                (None, None) => {}
-            }
-            self.layer
-                .shared
+            let classifier = &*self.layer.config.classifier;
+            self.error = call.end(classifier, ending, error, &span, &mut attributes);
+            let shared = &self.layer.shared;
+            shared
                 .rpc_duration
                 .record(elapsed.as_secs_f64(), &attributes);
-            let code = call.code().map(GrpcCode::as_str);
-            self.layer.shared.active.end(self.method_idx, self.https);
-            if self.layer.config.access_log {
-                let _attached = self.cx.clone().attach();
-                let duration_ms = elapsed.as_secs_f64() * 1000.0;
-                let path = self.path.as_deref();
-                match self.error.as_deref() {
-                    None => tracing::info!(
-                        target: "tracewire::access",
-                        method = self.method,
-                        path,
-                        status = self.status,
-                        grpc_status = code,
-                        duration_ms,
-                        "request completed"
-                    ),
-                    Some(error) => tracing::warn!(
-                        target: "tracewire::access",
-                        method = self.method,
-                        path,
-                        status = self.status,
-                        grpc_status = code,
-                        duration_ms,
-                        error,
-                        "request failed"
-                    ),
-                }
-            }
+            shared.active.end(self.method_idx, self.https);
+            let grpc_status = call.code().map(GrpcCode::as_str);
+            self.log_access(elapsed, self.error.is_some(), grpc_status);
             span.end();
             return;
         }
@@ -267,36 +227,47 @@ impl Finisher {
         shared.duration.record(elapsed.as_secs_f64(), &attributes);
         shared.active.end(self.method_idx, self.https);
 
-        if self.layer.config.access_log {
-            let _attached = self.cx.clone().attach();
-            let duration_ms = elapsed.as_secs_f64() * 1000.0;
-            let route = self.route.as_deref();
-            let path = self.path.as_deref();
-            let error = self.error.as_deref();
-            if self.status.is_some_and(|s| s < 500) {
-                tracing::info!(
-                    target: "tracewire::access",
-                    method = self.method,
-                    route,
-                    path,
-                    status = self.status,
-                    duration_ms,
-                    "request completed"
-                );
-            } else {
-                tracing::warn!(
-                    target: "tracewire::access",
-                    method = self.method,
-                    route,
-                    path,
-                    status = self.status,
-                    duration_ms,
-                    error,
-                    "request failed"
-                );
-            }
-        }
+        let failed = !self.status.is_some_and(|s| s < 500);
+        self.log_access(elapsed, failed, None);
         span.end();
+    }
+}
+
+impl Finisher {
+    /// The access-log event of the request (target `tracewire::access`).
+    fn log_access(&self, elapsed: Duration, failed: bool, grpc_status: Option<&'static str>) {
+        if !self.layer.config.access_log {
+            return;
+        }
+        let _attached = self.cx.clone().attach();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let route = self.route.as_deref();
+        let path = self.path.as_deref();
+        let error = self.error.as_deref();
+        if failed {
+            tracing::warn!(
+                target: "tracewire::access",
+                method = self.method,
+                route,
+                path,
+                status = self.status,
+                grpc_status,
+                duration_ms,
+                error,
+                "request failed"
+            );
+        } else {
+            tracing::info!(
+                target: "tracewire::access",
+                method = self.method,
+                route,
+                path,
+                status = self.status,
+                grpc_status,
+                duration_ms,
+                "request completed"
+            );
+        }
     }
 }
 
