@@ -227,7 +227,7 @@ impl Finisher {
         shared.duration.record(elapsed.as_secs_f64(), &attributes);
         shared.active.end(self.method_idx, self.https);
 
-        let failed = !self.status.is_some_and(|s| s < 500);
+        let failed = self.status.is_none_or(|s| s >= 500);
         self.log_access(elapsed, failed, None);
         span.end();
     }
