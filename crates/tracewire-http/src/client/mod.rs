@@ -20,6 +20,11 @@
 //!   address and port, status code, protocol version, `error.type`) when the response body
 //!   has been read to its end, has failed or has been dropped — exactly once.
 //!
+//! A request with a gRPC `content-type` (a tonic `Channel`'s) is a gRPC call instead: a
+//! `{service}/{method}` span with `rpc.*` attributes, judged by its `grpc-status`, ended by the
+//! trailers and measured in `rpc.client.call.duration` (see [`crate::classify`] and
+//! [`ClientLayer::classifier`]).
+//!
 //! # Retries and redirects
 //!
 //! Every physical attempt is its own CLIENT span under the same parent. Put the client layer

@@ -21,6 +21,10 @@
 //!   dropped — so streaming responses are measured to their last byte;
 //! - writes one access-log event (target `tracewire::access`).
 //!
+//! A request with a gRPC `content-type` is a gRPC call instead: a `{service}/{method}` span
+//! with `rpc.*` attributes, judged by its `grpc-status` and measured in
+//! `rpc.server.call.duration` (see [`crate::classify`] and [`ServerLayer::classifier`]).
+//!
 //! Header values named in the sensitive list (`authorization`, `cookie`, `set-cookie`,
 //! `proxy-authorization`, `x-api-key` by default) never reach a span, a log line or a metric.
 //!
