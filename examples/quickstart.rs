@@ -64,8 +64,12 @@ async fn get_user(Path(id): Path<u64>) -> Result<Json<User>, StatusCode> {
     Ok(Json(user))
 }
 
-/// A child span of the request, `function.calls{function="load_user"}` and friends.
-#[tracewire::traced(fields(user.id = id))]
+/// A child span of the request, `function.calls{function="load_user"}` and friends, held to
+/// an objective of its own.
+#[tracewire::traced(
+    fields(user.id = id),
+    objective(availability = 99%, latency = 99% < 100ms)
+)]
 async fn load_user(id: u64) -> Result<User, NotFound> {
     let name = fetch_profile(id).await?;
     tracing::info!(user_id = id, "profile fetched");
@@ -102,8 +106,41 @@ async fn check_database() -> Result<(), DatabaseUnavailable> {
     Err(DatabaseUnavailable)
 }
 
+// Service level objectives covering every route; `tracewire::ops` turns them into alert
+// rules, a dashboard and a runbook (`examples/ops/quickstart.*`, see docs/operations.md).
+tracewire::objective!(
+    name = "users",
+    http_route = "/users/{id}",
+    availability = 99.9%,
+    latency = 99% < 250ms,
+    description = "Profile pages load, and load fast."
+);
+tracewire::objective!(
+    name = "fail",
+    http_route = "/fail",
+    availability = 99.9%,
+    description = "The database check answers (it never does: this route shows an alert firing)."
+);
+tracewire::objective!(
+    name = "metrics",
+    http_route = "/metrics",
+    availability = 99.9%,
+    latency = 99% < 100ms,
+    description = "Prometheus can scrape the service."
+);
+
+/// The operations files of this service: `quickstart --ops-out DIR` writes them,
+/// `quickstart --ops-check DIR` compares them with committed ones.
+fn operations() -> tracewire::ops::Generator {
+    tracewire::ops::Generator::new("quickstart")
+        .trace_url_template("http://127.0.0.1:16686/trace/${__value.raw}")
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(code) = operations().handle_args() {
+        std::process::exit(code);
+    }
     let telemetry = match tracewire::builder()
         .service_version(env!("CARGO_PKG_VERSION"))
         .init()

@@ -7,3 +7,4 @@ pub use tracewire_core::traced::{
     error_type, field_value,
 };
 pub use tracing;
+pub use crate::ops::Registration as ObjectiveRegistration;

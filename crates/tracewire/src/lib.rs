@@ -37,6 +37,7 @@
 
 mod init;
 mod metrics_service;
+pub mod ops;
 mod resource;
 
 pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
@@ -119,7 +120,7 @@ pub use tracewire_amqp as amqp;
 pub use tracewire_kafka as kafka;
 
 #[cfg(feature = "macros")]
-pub use tracewire_macros::{Event, traced};
+pub use tracewire_macros::{Event, objective, traced};
 
 /// The trait every `#[derive(Event)]` type implements (`emit()`, its schema).
 #[cfg(feature = "macros")]
