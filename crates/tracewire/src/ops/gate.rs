@@ -131,7 +131,7 @@ pub(crate) fn unified_diff(old: &str, new: &str) -> String {
             ops.push((Op::Same, am[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i * (m + 1) + j + 1] >= lcs[(i + 1) * (m + 1) + j]) {
+        } else if j < m && (i == n || lcs[i * (m + 1) + j + 1] > lcs[(i + 1) * (m + 1) + j]) {
             ops.push((Op::Added, bm[j]));
             j += 1;
         } else {

@@ -107,7 +107,12 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                     skip_next_paren = chars.get(next) == Some(&'(');
                     continue;
                 }
-                if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') {
+                // A function or an aggregation (`sum(`, `sum by (...) (`), never a selector.
+                let rest: String = chars[next..].iter().take(8).collect::<String>().to_ascii_lowercase();
+                let aggregation = ["by ", "by(", "without ", "without("]
+                    .iter()
+                    .any(|k| rest.starts_with(k));
+                if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') || aggregation {
                     continue;
                 }
                 names.insert(word);
@@ -136,5 +141,6 @@ mod tests {
         );
         assert_eq!(names("1 - tracewire:slo_bad_ratio:rate30d{objective=\"a\"} / 0.001"), ["tracewire:slo_bad_ratio:rate30d"]);
         assert_eq!(names("x > bool 1e3 and y"), ["x", "y"]);
+        assert_eq!(names("sum by (a) (x)\n/\nsum without (b) (y)"), ["x", "y"]);
     }
 }
