@@ -273,7 +273,10 @@ fn trimmed(s: Seen) -> Seen {
         .map(|(k, v, m)| (k.trim().to_string(), v.trim().to_string(), m))
         .collect();
     baggage.sort();
-    Seen { span: s.span, baggage }
+    Seen {
+        span: s.span,
+        baggage,
+    }
 }
 
 fn check_injection(cx: &Context) -> Result<(), TestCaseError> {

@@ -61,8 +61,7 @@ pub use baggage::{
 };
 pub use traceparent::{TRACEPARENT_LEN, Traceparent, parse_traceparent};
 pub use tracestate::{
-    MAX_MEMBERS as MAX_TRACESTATE_MEMBERS, parse_tracestate, validate_tracestate,
-    write_tracestate,
+    MAX_MEMBERS as MAX_TRACESTATE_MEMBERS, parse_tracestate, validate_tracestate, write_tracestate,
 };
 
 /// The `traceparent` header name.
@@ -146,7 +145,13 @@ impl W3cPropagator {
             .get(TRACESTATE)
             .and_then(parse_tracestate)
             .unwrap_or(TraceState::NONE);
-        Some(SpanContext::new(trace_id, span_id, flags, true, trace_state))
+        Some(SpanContext::new(
+            trace_id,
+            span_id,
+            flags,
+            true,
+            trace_state,
+        ))
     }
 
     /// Writes the trace context and baggage of `cx` into `sink`: `traceparent` when `cx`
