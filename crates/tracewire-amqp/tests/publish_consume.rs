@@ -423,7 +423,7 @@ async fn panicking_handler_ends_the_span_as_an_error() {
 
     let process = capture.span(&format!("process {queue}"));
     assert_eq!(attr(&process, "error.type"), s("panic"));
-    assert_eq!(process.status, Status::error("panic"));
+    assert_eq!(process.status, Status::error("panicked"));
     assert!(!has_attr(&process, "messaging.message.outcome"));
     // Not settled: the broker redelivers it once the channel is gone; still unacked here.
     let again = tokio::time::timeout(std::time::Duration::from_millis(300), consumer.recv()).await;

@@ -23,6 +23,7 @@ pub mod event;
 pub mod logs;
 pub mod messaging;
 pub mod metrics;
+pub mod operation;
 pub mod propagation;
 pub mod redact;
 pub mod text;

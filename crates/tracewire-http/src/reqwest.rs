@@ -121,11 +121,11 @@ impl Middleware for ClientMiddleware {
             .await;
         match result {
             Ok(response) => {
-                attempt.on_response(response.status(), response.version());
+                attempt.on_response(response.status(), response.version(), response.headers());
                 Ok(wrap_response(response, attempt))
             }
             Err(error) => {
-                attempt.on_error(error_type(&error), &error);
+                attempt.fail(error_type(&error), &error);
                 Err(error)
             }
         }

@@ -42,6 +42,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::{Context, global};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tracewire_core::messaging::{ATTEMPT_HEADER, parse_attempt};
 use tracewire_core::propagation::{MAX_VALUE_LEN, RejectReason, extract, record_rejected};
 use tracewire_core::w3c::{TextSink, W3cPropagator};
 
@@ -326,6 +327,20 @@ pub(crate) fn rebuild<H: Headers + ?Sized>(
 
 fn is_propagation_field(propagator: &dyn TextMapPropagator, key: &str) -> bool {
     propagator.fields().any(|field| field == key)
+}
+
+/// The attempt number a record carries in [`ATTEMPT_HEADER`] (last one wins), 1 by default.
+pub(crate) fn attempt_of<H: Headers + ?Sized>(headers: Option<&H>) -> u32 {
+    headers
+        .and_then(|h| {
+            (0..h.count()).rev().find_map(|idx| {
+                let header = header_at(h, idx)?;
+                (header.key == ATTEMPT_HEADER).then_some(header.value)
+            })
+        })
+        .flatten()
+        .and_then(parse_attempt)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
