@@ -57,7 +57,6 @@ use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::client::{Attempt, Instruments, ResendCounter, ResponseBody};
-use crate::propagation::HeaderInjector;
 
 /// A `reqwest-middleware` middleware that instruments every request it passes on. See the
 /// [module documentation](self).
@@ -111,10 +110,7 @@ impl Middleware for ClientMiddleware {
             };
             Attempt::start(&self.instruments, parent, target, resend_count)
         });
-        tracewire_core::propagation::inject(
-            attempt.context(),
-            &mut HeaderInjector(request.headers_mut()),
-        );
+        crate::propagation::inject_headers(attempt.context(), request.headers_mut());
         let result = next
             .run(request, extensions)
             .with_context(attempt.context().clone())

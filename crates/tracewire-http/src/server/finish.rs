@@ -104,6 +104,14 @@ impl Injector for TraceparentOnly<'_> {
     }
 }
 
+impl tracewire_core::w3c::TextSink for TraceparentOnly<'_> {
+    fn set_text(&mut self, name: &'static str, value: &str) {
+        if name == tracewire_core::w3c::TRACEPARENT {
+            self.0.set_text(name, value);
+        }
+    }
+}
+
 impl Exchange {
     pub(crate) fn new(op: Operation<RequestMeasure>, cx: Context, request_id: RequestId) -> Self {
         Self {
@@ -137,7 +145,8 @@ impl Exchange {
             op.fail(failure);
         }
         let headers = response.headers_mut();
-        tracewire_core::propagation::inject(
+        // Straight from the codec's buffer when the propagator is tracewire's.
+        tracewire_core::propagation::inject_text(
             &self.cx,
             &mut TraceparentOnly(crate::propagation::HeaderInjector(headers)),
         );
