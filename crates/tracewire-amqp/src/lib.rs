@@ -48,6 +48,7 @@ pub mod carrier;
 mod consume;
 mod publish;
 mod retry;
+mod shared;
 
 pub use batch::process_batch;
 pub use consume::{Action, Outcome, ProcessSpan, TracedConsumer, TracedDelivery};

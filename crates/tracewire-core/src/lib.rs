@@ -11,7 +11,8 @@
 //! - [`messaging`]: what producers and consumers of every broker share (instruments, parenting);
 //! - [`redact`]: the redaction policy for headers, query strings and URLs;
 //! - [`logs`]: the JSON log layer that stamps every `tracing` event with the current trace id;
-//! - [`context`]: helpers to carry the current context into spawned work.
+//! - [`context`]: helpers to carry the current context into spawned work;
+//! - [`w3c`]: tracewire's own W3C trace-context and baggage codec, the default propagator.
 //!
 //! Users normally reach all of this through the `tracewire` facade.
 
@@ -22,10 +23,12 @@ pub mod event;
 pub mod logs;
 pub mod messaging;
 pub mod metrics;
+pub mod operation;
 pub mod propagation;
 pub mod redact;
 pub mod text;
 pub mod traced;
+pub mod w3c;
 
 pub use context::RequestId;
 

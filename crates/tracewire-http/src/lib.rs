@@ -9,6 +9,7 @@
 //!   across retries.
 //! - [`propagation`]: the `HeaderMap` carriers both sides use.
 
+pub mod classify;
 pub mod client;
 pub mod propagation;
 #[cfg(feature = "reqwest")]

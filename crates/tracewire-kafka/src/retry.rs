@@ -29,7 +29,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use tracewire_core::messaging::ATTEMPT_HEADER;
 
-use crate::consumer::attempt_of;
+use crate::carrier::attempt_of;
 use crate::producer::TracedProducer;
 
 /// Where a failed record was republished.

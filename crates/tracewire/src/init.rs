@@ -11,7 +11,6 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use tracewire_core::logs::JsonLayer;
 use tracewire_core::redact::SensitiveHeaders;
@@ -253,7 +252,8 @@ impl Builder {
         self
     }
 
-    /// Propagates with `propagator` instead of W3C trace context + baggage.
+    /// Propagates with `propagator` instead of W3C trace context + baggage (tracewire's own
+    /// [`W3cPropagator`](tracewire_core::w3c::W3cPropagator)).
     pub fn propagator(
         mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
@@ -344,13 +344,10 @@ impl Builder {
             result.map_err(|_| InitError::SubscriberAlreadySet)?;
         }
 
-        global::set_text_map_propagator(match self.propagator {
-            Some(p) => TextMapCompositePropagator::new(vec![p]),
-            None => TextMapCompositePropagator::new(vec![
-                Box::new(TraceContextPropagator::new()),
-                Box::new(BaggagePropagator::new()),
-            ]),
-        });
+        match self.propagator {
+            Some(p) => global::set_text_map_propagator(TextMapCompositePropagator::new(vec![p])),
+            None => global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new()),
+        }
         global::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
         // With a parent-based sampler, `#[traced]` calls inside an unsampled trace need no span.

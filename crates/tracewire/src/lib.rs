@@ -59,6 +59,8 @@ pub mod redact {
 /// Propagation helpers (extract/inject through the configured propagator).
 pub mod propagation {
     pub use tracewire_core::propagation::*;
+    /// tracewire's own W3C codec (the default propagator) and its parsers and formatters.
+    pub use tracewire_core::w3c::{self, W3cPropagator};
 }
 
 /// The OpenTelemetry API crate tracewire is built on, re-exported so users need no second

@@ -5,27 +5,29 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub(crate) use crate::semconv::method_name;
 use crate::semconv::protocol_version;
 use http::{HeaderMap, Method, StatusCode, Version};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::Histogram;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::metric::HTTP_CLIENT_REQUEST_DURATION;
 use tracewire_core::attributes::{
-    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL, HTTP_REQUEST_RESEND_COUNT,
+    HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL, HTTP_REQUEST_RESEND_COUNT,
     HTTP_RESPONSE_STATUS_CODE, NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_FULL,
 };
-use tracewire_core::error::http_status_error_type;
+use tracewire_core::operation::{Failure, Operation, Timed};
+
+use crate::classify::SharedClassifier;
 
 /// The tracer and the instruments of a client layer, built once when the layer is built.
 #[derive(Clone)]
 pub(crate) struct Instruments {
     tracer: Arc<BoxedTracer>,
     duration: Histogram<f64>,
+    pub(crate) classifier: SharedClassifier,
 }
 
 impl fmt::Debug for Instruments {
@@ -45,6 +47,7 @@ impl Instruments {
                 HTTP_CLIENT_REQUEST_DURATION,
                 "Duration of HTTP client requests.",
             ),
+            classifier: SharedClassifier::default(),
         }
     }
 }
@@ -125,20 +128,21 @@ pub(crate) fn error_type_of<E>() -> &'static str {
     }
 }
 
-/// An attempt in flight. Dropping it ends the span and records the duration, so it ends
-/// exactly once, whichever of response error, body end, body error or drop comes first.
+/// An attempt in flight: its [`Operation`]. It ends exactly once, whichever of response
+/// error, body end, body error or drop comes first; dropped after the response head, it ends
+/// as completed (the caller stopped reading), before it as cancelled.
 pub(crate) struct Attempt {
     cx: Context,
-    start: Instant,
-    duration: Histogram<f64>,
-    metric_attributes: Vec<KeyValue>,
+    op: Option<Operation<Timed>>,
+    classifier: SharedClassifier,
+    answered: bool,
 }
 
 impl fmt::Debug for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Attempt")
             .field("span_context", self.cx.span().span_context())
-            .field("start", &self.start)
+            .field("answered", &self.answered)
             .finish_non_exhaustive()
     }
 }
@@ -205,11 +209,16 @@ impl Attempt {
             .with_kind(SpanKind::Client)
             .with_attributes(span_attributes);
         let span = instruments.tracer.build_with_context(builder, parent);
+        let cx = parent.with_span(span);
+        let op = Operation::new(
+            cx.clone(),
+            Timed::new(instruments.duration.clone(), metric_attributes),
+        );
         Attempt {
-            cx: parent.with_span(span),
-            start: Instant::now(),
-            duration: instruments.duration.clone(),
-            metric_attributes,
+            cx,
+            op: Some(op),
+            classifier: instruments.classifier.clone(),
+            answered: false,
         }
     }
 
@@ -219,47 +228,61 @@ impl Attempt {
     }
 
     /// Records the response head.
-    pub(crate) fn on_response(&mut self, status: StatusCode, version: Version) {
-        let code = status.as_u16();
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
-        self.metric_attributes
-            .push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
+    pub(crate) fn on_response(
+        &mut self,
+        status: StatusCode,
+        version: Version,
+        headers: &HeaderMap,
+    ) {
+        self.answered = true;
+        let Some(op) = self.op.as_mut() else { return };
+        let code = i64::from(status.as_u16());
+        op.set_attribute(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, code));
+        op.measure_mut()
+            .push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, code));
         if let Some(v) = protocol_version(version) {
-            span.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
-            self.metric_attributes
+            op.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
+            op.measure_mut()
                 .push(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
         }
-        if let Some(error_type) = http_status_error_type(code, true) {
-            span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-            self.metric_attributes
-                .push(KeyValue::new(ERROR_TYPE, error_type));
-            span.set_status(Status::error(""));
+        if let Some(failure) = self.classifier.0.classify_response(status, headers, true) {
+            op.fail(failure);
         }
     }
 
-    /// Records a failure (no response, or a failed response body): `error.type` and status
-    /// Error with the error's message.
-    pub(crate) fn on_error(&mut self, error_type: &'static str, message: &dyn fmt::Display) {
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-        span.set_status(Status::error(message.to_string()));
-        if !self
-            .metric_attributes
-            .iter()
-            .any(|kv| kv.key.as_str() == ERROR_TYPE)
-        {
-            self.metric_attributes
-                .push(KeyValue::new(ERROR_TYPE, error_type));
+    /// Records the trailers at the end of the response body.
+    pub(crate) fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let (Some(op), Some(failure)) = (
+            self.op.as_mut(),
+            self.classifier.0.classify_trailers(trailers, true),
+        ) {
+            op.fail(failure);
+        }
+    }
+
+    /// Records a failure (no response, or a failed response body) and ends the attempt.
+    pub(crate) fn fail(mut self, error_type: &'static str, message: &dyn fmt::Display) {
+        if let Some(op) = self.op.take() {
+            op.end_with(Err(Failure::exception(error_type, message.to_string())));
+        }
+    }
+
+    /// Ends the attempt (the body was read to its end).
+    pub(crate) fn end(mut self) {
+        if let Some(op) = self.op.take() {
+            op.end();
         }
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        self.cx.span().end();
-        self.duration
-            .record(self.start.elapsed().as_secs_f64(), &self.metric_attributes);
+        if let Some(op) = self.op.take()
+            && self.answered
+            && !std::thread::panicking()
+        {
+            op.end();
+        }
     }
 }
 

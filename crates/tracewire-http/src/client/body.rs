@@ -58,16 +58,25 @@ where
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
-                this.attempt.take();
-            }
-            Poll::Ready(Some(Err(error))) => {
-                if let Some(mut attempt) = this.attempt.take() {
-                    attempt.on_error(error_type_of::<B::Error>(), error);
+                if let Some(attempt) = this.attempt.take() {
+                    attempt.end();
                 }
             }
-            Poll::Ready(Some(Ok(_))) => {
-                if this.inner.is_end_stream() {
-                    this.attempt.take();
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(attempt) = this.attempt.take() {
+                    attempt.fail(error_type_of::<B::Error>(), error);
+                }
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(attempt)) =
+                    (frame.trailers_ref(), this.attempt.as_mut())
+                {
+                    attempt.on_trailers(trailers);
+                }
+                if this.inner.is_end_stream()
+                    && let Some(attempt) = this.attempt.take()
+                {
+                    attempt.end();
                 }
             }
             Poll::Pending => {}

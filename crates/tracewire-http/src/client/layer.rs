@@ -2,6 +2,7 @@ use tower::Layer;
 
 use super::attempt::Instruments;
 use super::service::Client;
+use crate::classify::{Classify, SharedClassifier};
 
 /// A tower [`Layer`] that instruments every request sent through the HTTP client it wraps.
 /// See the [module documentation](super) for what it records and how to compose it with
@@ -26,6 +27,13 @@ impl ClientLayer {
         Self {
             instruments: Instruments::from_globals(),
         }
+    }
+
+    /// Classifies responses with `classifier` instead of the HTTP status rule
+    /// ([`HttpStatus`](crate::classify::HttpStatus): 4xx and 5xx are failures).
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.instruments.classifier = SharedClassifier(std::sync::Arc::new(classifier));
+        self
     }
 }
 

@@ -9,7 +9,6 @@ use super::ResendCounter;
 use super::attempt::{Attempt, Instruments, Target};
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
-use crate::propagation::HeaderInjector;
 
 /// An HTTP client service instrumented by [`ClientLayer`](super::ClientLayer): one CLIENT span
 /// per request it sends, the trace context injected into the request headers.
@@ -76,10 +75,7 @@ where
             let target = Target::from_parts(request.method(), request.uri(), request.headers());
             Attempt::start(&self.instruments, parent, target, resend_count)
         });
-        tracewire_core::propagation::inject(
-            attempt.context(),
-            &mut HeaderInjector(request.headers_mut()),
-        );
+        crate::propagation::inject_headers(attempt.context(), request.headers_mut());
         let future = {
             let _guard = attempt.context().clone().attach();
             self.inner.call(request)

@@ -163,7 +163,7 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     );
     let consumed = [
         ("messaging.system", "kafka"),
-        ("messaging.operation.name", "receive"),
+        ("messaging.operation.name", "poll"),
         dest[0],
         ("messaging.consumer.group.name", group.as_str()),
     ];
