@@ -43,7 +43,9 @@ fn tool(name: &str) -> PathBuf {
             return candidate;
         }
     }
-    panic!("`{name}` is not installed: run scripts/ensure-prometheus (Debian package `prometheus`)");
+    panic!(
+        "`{name}` is not installed: run scripts/ensure-prometheus (Debian package `prometheus`)"
+    );
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -63,7 +65,12 @@ fn committed_operations_files_match_the_objectives_in_the_code() {
     for (service, exe) in SERVICES {
         let (ok, output) = run(Command::new(exe).arg("--ops-check").arg(ops_dir()));
         assert!(ok, "{service}: {output}");
-        for suffix in ["rules.yml", "rules.test.yml", "dashboard.json", "runbook.md"] {
+        for suffix in [
+            "rules.yml",
+            "rules.test.yml",
+            "dashboard.json",
+            "runbook.md",
+        ] {
             assert!(
                 ops_dir().join(format!("{service}.{suffix}")).is_file(),
                 "{service}.{suffix} is not committed"
@@ -88,10 +95,28 @@ fn a_drifted_file_fails_with_a_readable_diff() {
         .arg("--ops-check")
         .arg(&dir));
     assert!(!ok);
-    assert!(output.contains("--- quickstart.rules.yml (committed)\n+++ quickstart.rules.yml (generated)\n@@ "), "{output}");
-    assert!(output.lines().any(|l| l.starts_with('-') && l.ends_with("> 0.5")), "{output}");
-    assert!(output.lines().any(|l| l.starts_with('+') && l.ends_with("> 0.0144")), "{output}");
-    assert!(output.contains("--- quickstart.runbook.md (committed)"), "{output}");
+    assert!(
+        output.contains(
+            "--- quickstart.rules.yml (committed)\n+++ quickstart.rules.yml (generated)\n@@ "
+        ),
+        "{output}"
+    );
+    assert!(
+        output
+            .lines()
+            .any(|l| l.starts_with('-') && l.ends_with("> 0.5")),
+        "{output}"
+    );
+    assert!(
+        output
+            .lines()
+            .any(|l| l.starts_with('+') && l.ends_with("> 0.0144")),
+        "{output}"
+    );
+    assert!(
+        output.contains("--- quickstart.runbook.md (committed)"),
+        "{output}"
+    );
     assert!(output.contains("not committed"), "{output}");
     assert!(output.contains("TRACEWIRE_OPS_UPDATE=1"), "{output}");
     // With the update variable the files are rewritten and then match.
@@ -134,7 +159,10 @@ fn promtool_runs_the_generated_unit_tests() {
     ] {
         assert!(quickstart.contains(case), "no case {case:?}");
     }
-    let (ok, output) = run(Command::new(&promtool).arg("test").arg("rules").args(&files));
+    let (ok, output) = run(Command::new(&promtool)
+        .arg("test")
+        .arg("rules")
+        .args(&files));
     assert!(ok, "promtool test rules:\n{output}");
     assert!(!output.contains("FAILED"), "{output}");
 }
@@ -169,7 +197,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new(exe)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -201,7 +232,11 @@ impl Prometheus {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "prometheus not ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -229,8 +264,15 @@ fn alert<'a>(alerts: &'a Value, name: &str, severity: &str, route: &str) -> Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_pages_within_three_minutes_of_continuous_failures() {
-    let app = Service::start(env!("CARGO_BIN_EXE_quickstart"), "quickstart listening", &[]);
-    let rules = ops_dir().join("quickstart.rules.yml").canonicalize().unwrap();
+    let app = Service::start(
+        env!("CARGO_BIN_EXE_quickstart"),
+        "quickstart listening",
+        &[],
+    );
+    let rules = ops_dir()
+        .join("quickstart.rules.yml")
+        .canonicalize()
+        .unwrap();
     let mut prometheus = Prometheus::start(&app.addr, &rules);
     prometheus.wait_ready().await;
 
@@ -293,7 +335,13 @@ async fn prometheus_pages_within_three_minutes_of_continuous_failures() {
     // The healthy route (its 404s are not failures) does not page.
     let alerts = prometheus.api("/api/v1/alerts").await;
     assert!(
-        alert(&alerts, "QuickstartUsersAvailabilityBudgetBurn", "page", "/users/{id}").is_none(),
+        alert(
+            &alerts,
+            "QuickstartUsersAvailabilityBudgetBurn",
+            "page",
+            "/users/{id}"
+        )
+        .is_none(),
         "{alerts}"
     );
     eprintln!("page alert {} after {waited:?}", page["state"]);
@@ -329,7 +377,10 @@ async fn prometheus_pages_within_three_minutes_of_continuous_failures() {
         "tracewire:slo_bad_ratio:rate1h",
         "tracewire:slo_bad_ratio:rate30d",
     ] {
-        assert!(used.contains(name), "the dashboard does not use {name}: {used:?}");
+        assert!(
+            used.contains(name),
+            "the dashboard does not use {name}: {used:?}"
+        );
     }
     let missing: Vec<&String> = used.iter().filter(|n| !known.contains(*n)).collect();
     assert!(

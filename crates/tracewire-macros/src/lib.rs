@@ -206,5 +206,7 @@ pub fn objective(input: TokenStream) -> TokenStream {
         };
         Ok(args.registration(&krate, None, None))
     });
-    expanded.unwrap_or_else(syn::Error::into_compile_error).into()
+    expanded
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

@@ -27,7 +27,8 @@ const BUCKET_BOUNDS_NANOS: [u64; 14] = [
     10_000_000_000,
 ];
 
-const BUCKET_LIST: &str = "5ms, 10ms, 25ms, 50ms, 75ms, 100ms, 250ms, 500ms, 750ms, 1s, 2.5s, 5s, 7.5s, 10s";
+const BUCKET_LIST: &str =
+    "5ms, 10ms, 25ms, 50ms, 75ms, 100ms, 250ms, 500ms, 750ms, 1s, 2.5s, 5s, 7.5s, 10s";
 
 const KEYWORDS: &str = "`name`, `http_route`, `all_http_routes`, `function`, `module`, `amqp_queue`, \
      `kafka_topic`, `availability`, `latency`, `window`, `description`, `crate`";
@@ -93,7 +94,10 @@ impl Parse for ObjectiveArgs {
 }
 
 /// Parses `= value` after a keyword.
-fn value<T>(input: ParseStream<'_>, parse: impl FnOnce(ParseStream<'_>) -> syn::Result<T>) -> syn::Result<T> {
+fn value<T>(
+    input: ParseStream<'_>,
+    parse: impl FnOnce(ParseStream<'_>) -> syn::Result<T>,
+) -> syn::Result<T> {
     input.parse::<Token![=]>()?;
     parse(input)
 }
@@ -149,7 +153,12 @@ impl ObjectiveArgs {
             }
             "module" => {
                 let module: Expr = value(input, |i| i.parse())?;
-                set_once(&mut self.module, (keyword.clone(), module), keyword, "module")
+                set_once(
+                    &mut self.module,
+                    (keyword.clone(), module),
+                    keyword,
+                    "module",
+                )
             }
             "availability" => {
                 let percent = value(input, parse_percent)?;
@@ -163,9 +172,9 @@ impl ObjectiveArgs {
                     } else if input.peek(Token![<]) {
                         input.parse::<Token![<]>()?;
                     } else {
-                        return Err(input.error(
-                            "expected `<` and a threshold: `latency = 99% < 250ms`",
-                        ));
+                        return Err(
+                            input.error("expected `<` and a threshold: `latency = 99% < 250ms`")
+                        );
                     }
                     let threshold = parse_duration(input)?;
                     check_bucket(&threshold)?;
@@ -215,7 +224,10 @@ impl ObjectiveArgs {
             }
         } else {
             if self.name.is_none() {
-                return Err(syn::Error::new(span, "an objective needs a `name = \"...\"`"));
+                return Err(syn::Error::new(
+                    span,
+                    "an objective needs a `name = \"...\"`",
+                ));
             }
             match &self.subject {
                 None => {
@@ -356,23 +368,41 @@ fn scaled(digits: &str, scale: u32) -> Option<u128> {
     if frac.len() > scale as usize {
         return None;
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
-    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac_value: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     let frac_scaled = frac_value.checked_mul(10u128.pow(scale - frac.len() as u32))?;
-    whole.checked_mul(10u128.pow(scale))?.checked_add(frac_scaled)
+    whole
+        .checked_mul(10u128.pow(scale))?
+        .checked_add(frac_scaled)
 }
 
 fn parse_percent(input: ParseStream<'_>) -> syn::Result<PercentArg> {
-    let lit: Lit = input.parse().map_err(|e| {
-        syn::Error::new(e.span(), "expected a percentage such as `99.9%`")
-    })?;
+    let lit: Lit = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), "expected a percentage such as `99.9%`"))?;
     let (digits, suffix) = match &lit {
         Lit::Int(i) => (i.base10_digits().to_owned(), i.suffix().to_owned()),
         Lit::Float(f) => (f.base10_digits().to_owned(), f.suffix().to_owned()),
-        _ => return Err(syn::Error::new_spanned(&lit, "expected a percentage such as `99.9%`")),
+        _ => {
+            return Err(syn::Error::new_spanned(
+                &lit,
+                "expected a percentage such as `99.9%`",
+            ));
+        }
     };
     if !suffix.is_empty() || !input.peek(Token![%]) {
-        return Err(syn::Error::new_spanned(&lit, "expected a percentage such as `99.9%`"));
+        return Err(syn::Error::new_spanned(
+            &lit,
+            "expected a percentage such as `99.9%`",
+        ));
     }
     input.parse::<Token![%]>()?;
     let Some(ppm) = scaled(&digits, 4) else {

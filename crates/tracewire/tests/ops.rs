@@ -53,11 +53,15 @@ fn a_threshold_between_bucket_bounds_is_rejected_with_the_objective_name() {
 fn every_problem_is_listed() {
     let err = Generator::new("shop")
         .objectives([
-            Objective::new("dup", Subject::HttpRoute("/a")).with_availability(Percent::from_ppm(999_000)),
-            Objective::new("dup", Subject::HttpRoute("/b")).with_availability(Percent::from_ppm(999_000)),
-            Objective::new("full", Subject::HttpRoute("/c")).with_availability(Percent::from_ppm(1_000_000)),
+            Objective::new("dup", Subject::HttpRoute("/a"))
+                .with_availability(Percent::from_ppm(999_000)),
+            Objective::new("dup", Subject::HttpRoute("/b"))
+                .with_availability(Percent::from_ppm(999_000)),
+            Objective::new("full", Subject::HttpRoute("/c"))
+                .with_availability(Percent::from_ppm(1_000_000)),
             Objective::new("none", Subject::HttpRoute("/d")),
-            Objective::new("route", Subject::HttpRoute("e")).with_availability(Percent::from_ppm(999_000)),
+            Objective::new("route", Subject::HttpRoute("e"))
+                .with_availability(Percent::from_ppm(999_000)),
             Objective::new("short", Subject::KafkaTopic("t"))
                 .with_availability(Percent::from_ppm(999_000))
                 .with_window(Duration::from_secs(3600)),
@@ -119,7 +123,10 @@ fn rules_select_the_scraped_series_of_each_subject() {
         "summary: \"shop: HTTP route `{{ $labels.http_route }}` of objective `api` is using up its error budget fast\"",
         "runbook_url: \"shop.runbook.md#shopusersavailabilitybudgetburn\"",
     ] {
-        assert!(rules.contains(expected), "missing {expected:?} in:\n{rules}");
+        assert!(
+            rules.contains(expected),
+            "missing {expected:?} in:\n{rules}"
+        );
     }
     assert_eq!(rules.matches("severity: page").count(), 6);
     assert_eq!(rules.matches("severity: ticket").count(), 6);
@@ -138,7 +145,9 @@ fn matchers_runbook_base_and_traffic_guard_are_configurable() {
     let rules = files.get("shop.rules.yml").unwrap();
     assert!(rules.contains("{namespace=\"prod\",app=\"shop\",http_route=\"/users/{id}\"}"));
     assert!(!rules.contains("job="));
-    assert!(rules.contains("runbook_url: \"https://runbooks.example/shop.runbook.md#shopuserslatencybudgetburn\""));
+    assert!(rules.contains(
+        "runbook_url: \"https://runbooks.example/shop.runbook.md#shopuserslatencybudgetburn\""
+    ));
     assert!(rules.contains("* 3600 >= 100"));
     let dashboard: serde_json::Value =
         serde_json::from_str(files.get("shop.dashboard.json").unwrap()).unwrap();
@@ -148,7 +157,13 @@ fn matchers_runbook_base_and_traffic_guard_are_configurable() {
         .iter()
         .find(|p| p["title"] == "Request duration p50 / p90 / p99 by route")
         .unwrap();
-    assert!(latency["targets"].as_array().unwrap().iter().all(|t| t["exemplar"] == true));
+    assert!(
+        latency["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["exemplar"] == true)
+    );
     assert_eq!(
         latency["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["url"],
         "https://traces.example/trace/${__value.raw}"
@@ -209,7 +224,10 @@ fn the_dashboard_only_queries_scraped_or_recorded_series() {
         "payments availability: error budget left (28 days)",
         "orders latency: burn rate",
     ] {
-        assert!(panels.iter().any(|p| p["title"] == title), "no panel {title:?}");
+        assert!(
+            panels.iter().any(|p| p["title"] == title),
+            "no panel {title:?}"
+        );
     }
 }
 
@@ -224,7 +242,10 @@ fn the_runbook_has_a_section_per_alert() {
         .collect();
     assert_eq!(alerts.len(), 6);
     for alert in alerts {
-        assert!(runbook.contains(&format!("\n## {alert}\n")), "no section for {alert}");
+        assert!(
+            runbook.contains(&format!("\n## {alert}\n")),
+            "no section for {alert}"
+        );
         assert!(runbook.contains(&format!("](#{})", alert.to_ascii_lowercase())));
     }
     for expected in [

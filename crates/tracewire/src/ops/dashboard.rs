@@ -149,108 +149,235 @@ pub(crate) fn render(ctx: &Context<'_>) -> String {
         layout.row("HTTP server: rate, errors, duration per route");
         let count = format!("{HTTP_DURATION}_count");
         let errors = with(&sel, "error_type!=\"\"");
-        layout.add(8, 8, timeseries(
-            "Requests per second by route",
-            "Every request the ServerLayer served, by `http.route`.",
-            "reqps",
-            vec![target('A', &format!("sum by (http_route) ({})", rate(&count, &sel)), "{{http_route}}")],
-        ));
-        layout.add(8, 8, timeseries(
-            "Errors per second by route",
-            "Requests with `error.type` set: 5xx answers and errors of the service.",
-            "reqps",
-            vec![target('A', &format!("sum by (http_route, error_type) ({})", rate(&count, &errors)), "{{http_route}} {{error_type}}")],
-        ));
-        layout.add(8, 8, timeseries(
-            "Error ratio by route",
-            "Share of requests that failed.",
-            "percentunit",
-            vec![target('A', &format!(
-                "sum by (http_route) ({})\n/\nsum by (http_route) ({})",
-                rate(&count, &errors),
-                rate(&count, &sel)
-            ), "{{http_route}}")],
-        ));
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Requests per second by route",
+                "Every request the ServerLayer served, by `http.route`.",
+                "reqps",
+                vec![target(
+                    'A',
+                    &format!("sum by (http_route) ({})", rate(&count, &sel)),
+                    "{{http_route}}",
+                )],
+            ),
+        );
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Errors per second by route",
+                "Requests with `error.type` set: 5xx answers and errors of the service.",
+                "reqps",
+                vec![target(
+                    'A',
+                    &format!(
+                        "sum by (http_route, error_type) ({})",
+                        rate(&count, &errors)
+                    ),
+                    "{{http_route}} {{error_type}}",
+                )],
+            ),
+        );
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Error ratio by route",
+                "Share of requests that failed.",
+                "percentunit",
+                vec![target(
+                    'A',
+                    &format!(
+                        "sum by (http_route) ({})\n/\nsum by (http_route) ({})",
+                        rate(&count, &errors),
+                        rate(&count, &sel)
+                    ),
+                    "{{http_route}}",
+                )],
+            ),
+        );
         let bucket = format!("{HTTP_DURATION}_bucket");
-        let quantiles: Vec<Value> = [('A', "0.5", "p50"), ('B', "0.9", "p90"), ('C', "0.99", "p99")]
-            .iter()
-            .map(|(id, q, name)| target(*id, &format!(
-                "histogram_quantile({q}, sum by (le, http_route) ({}))",
-                rate(&bucket, &sel)
-            ), &format!("{name} {{{{http_route}}}}")))
-            .collect();
+        let quantiles: Vec<Value> = [
+            ('A', "0.5", "p50"),
+            ('B', "0.9", "p90"),
+            ('C', "0.99", "p99"),
+        ]
+        .iter()
+        .map(|(id, q, name)| {
+            target(
+                *id,
+                &format!(
+                    "histogram_quantile({q}, sum by (le, http_route) ({}))",
+                    rate(&bucket, &sel)
+                ),
+                &format!("{name} {{{{http_route}}}}"),
+            )
+        })
+        .collect();
         layout.add(16, 8, latency(
             ctx,
             "Request duration p50 / p90 / p99 by route",
             "From the http.server.request.duration histogram, measured until the last body byte. Exemplars link to traces.",
             quantiles,
         ));
-        layout.add(8, 8, timeseries(
-            "Requests in flight",
-            "http.server.active_requests.",
-            "short",
-            vec![target('A', &format!("sum by (http_request_method) (http_server_active_requests{sel})"), "{{http_request_method}}")],
-        ));
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Requests in flight",
+                "http.server.active_requests.",
+                "short",
+                vec![target(
+                    'A',
+                    &format!("sum by (http_request_method) (http_server_active_requests{sel})"),
+                    "{{http_request_method}}",
+                )],
+            ),
+        );
     }
 
     if ctx.has("function") {
         layout.row("Functions (#[traced]): rate, errors, duration");
         let errors = with(&sel, "result=\"error\"");
-        layout.add(8, 8, timeseries(
-            "Calls per second by function",
-            "Calls of #[traced] functions that returned.",
-            "ops",
-            vec![target('A', &format!("sum by (function) ({})", rate(FUNCTION_CALLS, &sel)), "{{function}}")],
-        ));
-        layout.add(8, 8, timeseries(
-            "Errors per second by function",
-            "Calls that returned `Err` or panicked.",
-            "ops",
-            vec![target('A', &format!("sum by (function) ({})", rate(FUNCTION_CALLS, &errors)), "{{function}}")],
-        ));
-        layout.add(8, 8, timeseries(
-            "Calls in flight by function",
-            "function.calls.concurrent.",
-            "short",
-            vec![target('A', &format!("sum by (function) (function_calls_concurrent{sel})"), "{{function}}")],
-        ));
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Calls per second by function",
+                "Calls of #[traced] functions that returned.",
+                "ops",
+                vec![target(
+                    'A',
+                    &format!("sum by (function) ({})", rate(FUNCTION_CALLS, &sel)),
+                    "{{function}}",
+                )],
+            ),
+        );
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Errors per second by function",
+                "Calls that returned `Err` or panicked.",
+                "ops",
+                vec![target(
+                    'A',
+                    &format!("sum by (function) ({})", rate(FUNCTION_CALLS, &errors)),
+                    "{{function}}",
+                )],
+            ),
+        );
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Calls in flight by function",
+                "function.calls.concurrent.",
+                "short",
+                vec![target(
+                    'A',
+                    &format!("sum by (function) (function_calls_concurrent{sel})"),
+                    "{{function}}",
+                )],
+            ),
+        );
         let bucket = format!("{FUNCTION_DURATION}_bucket");
-        layout.add(24, 8, latency(
-            ctx,
-            "Call duration p50 / p99 by function",
-            "From the function.calls.duration histogram. Exemplars link to traces.",
-            vec![
-                target('A', &format!("histogram_quantile(0.5, sum by (le, function) ({}))", rate(&bucket, &sel)), "p50 {{function}}"),
-                target('B', &format!("histogram_quantile(0.99, sum by (le, function) ({}))", rate(&bucket, &sel)), "p99 {{function}}"),
-            ],
-        ));
+        layout.add(
+            24,
+            8,
+            latency(
+                ctx,
+                "Call duration p50 / p99 by function",
+                "From the function.calls.duration histogram. Exemplars link to traces.",
+                vec![
+                    target(
+                        'A',
+                        &format!(
+                            "histogram_quantile(0.5, sum by (le, function) ({}))",
+                            rate(&bucket, &sel)
+                        ),
+                        "p50 {{function}}",
+                    ),
+                    target(
+                        'B',
+                        &format!(
+                            "histogram_quantile(0.99, sum by (le, function) ({}))",
+                            rate(&bucket, &sel)
+                        ),
+                        "p99 {{function}}",
+                    ),
+                ],
+            ),
+        );
     }
 
     if ctx.has("messaging") {
         layout.row("Messaging: throughput, failures, process duration");
         let count = format!("{PROCESS_DURATION}_count");
         let errors = with(&sel, "error_type!=\"\"");
-        layout.add(8, 8, timeseries(
-            "Messages consumed per second",
-            "messaging.client.consumed.messages by queue or topic.",
-            "ops",
-            vec![target('A', &format!("sum by (messaging_system, messaging_destination_name) ({})", rate("messaging_client_consumed_messages_total", &sel)), "{{messaging_system}} {{messaging_destination_name}}")],
-        ));
-        layout.add(8, 8, timeseries(
-            "Messages processed and failed per second",
-            "messaging.process.duration count; failures have `error.type`.",
-            "ops",
-            vec![
-                target('A', &format!("sum by (messaging_destination_name) ({})", rate(&count, &sel)), "processed {{messaging_destination_name}}"),
-                target('B', &format!("sum by (messaging_destination_name) ({})", rate(&count, &errors)), "failed {{messaging_destination_name}}"),
-            ],
-        ));
-        layout.add(8, 8, timeseries(
-            "Messages sent per second",
-            "messaging.client.sent.messages by destination (publishes, retries included).",
-            "ops",
-            vec![target('A', &format!("sum by (messaging_system, messaging_destination_name) ({})", rate("messaging_client_sent_messages_total", &sel)), "{{messaging_system}} {{messaging_destination_name}}")],
-        ));
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Messages consumed per second",
+                "messaging.client.consumed.messages by queue or topic.",
+                "ops",
+                vec![target(
+                    'A',
+                    &format!(
+                        "sum by (messaging_system, messaging_destination_name) ({})",
+                        rate("messaging_client_consumed_messages_total", &sel)
+                    ),
+                    "{{messaging_system}} {{messaging_destination_name}}",
+                )],
+            ),
+        );
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Messages processed and failed per second",
+                "messaging.process.duration count; failures have `error.type`.",
+                "ops",
+                vec![
+                    target(
+                        'A',
+                        &format!(
+                            "sum by (messaging_destination_name) ({})",
+                            rate(&count, &sel)
+                        ),
+                        "processed {{messaging_destination_name}}",
+                    ),
+                    target(
+                        'B',
+                        &format!(
+                            "sum by (messaging_destination_name) ({})",
+                            rate(&count, &errors)
+                        ),
+                        "failed {{messaging_destination_name}}",
+                    ),
+                ],
+            ),
+        );
+        layout.add(
+            8,
+            8,
+            timeseries(
+                "Messages sent per second",
+                "messaging.client.sent.messages by destination (publishes, retries included).",
+                "ops",
+                vec![target(
+                    'A',
+                    &format!(
+                        "sum by (messaging_system, messaging_destination_name) ({})",
+                        rate("messaging_client_sent_messages_total", &sel)
+                    ),
+                    "{{messaging_system}} {{messaging_destination_name}}",
+                )],
+            ),
+        );
         let bucket = format!("{PROCESS_DURATION}_bucket");
         layout.add(24, 8, latency(
             ctx,

@@ -62,7 +62,8 @@ impl Files {
                 continue;
             }
             if update {
-                let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, generated));
+                let written =
+                    std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, generated));
                 if let Err(e) = written {
                     drift
                         .files
@@ -156,7 +157,10 @@ pub(crate) fn unified_diff(old: &str, new: &str) -> String {
         let old_start = ops[..start].iter().filter(|o| o.0 != Op::Added).count();
         let new_start = ops[..start].iter().filter(|o| o.0 != Op::Removed).count();
         let old_len = ops[start..end].iter().filter(|o| o.0 != Op::Added).count();
-        let new_len = ops[start..end].iter().filter(|o| o.0 != Op::Removed).count();
+        let new_len = ops[start..end]
+            .iter()
+            .filter(|o| o.0 != Op::Removed)
+            .count();
         let _ = writeln!(
             out,
             "@@ -{},{old_len} +{},{new_len} @@",

@@ -171,15 +171,20 @@ impl Generator {
         let service_matchers = self.service_matchers();
         for o in &objectives {
             let at = o.location().map(|l| format!(" ({l})")).unwrap_or_default();
-            let mut bad = |what: String| problems.push(format!("objective `{}`{at}: {what}", o.name()));
+            let mut bad =
+                |what: String| problems.push(format!("objective `{}`{at}: {what}", o.name()));
             if !valid_name(o.name()) {
                 bad("the name must be letters, digits, `-` and `_`".to_owned());
             }
             match o.subject() {
                 Subject::HttpRoute(route) if !route.starts_with('/') => {
-                    bad(format!("the route `{route}` must start with `/`, as in the router"));
+                    bad(format!(
+                        "the route `{route}` must start with `/`, as in the router"
+                    ));
                 }
-                Subject::Function { name: "", .. } | Subject::AmqpQueue("") | Subject::KafkaTopic("") => {
+                Subject::Function { name: "", .. }
+                | Subject::AmqpQueue("")
+                | Subject::KafkaTopic("") => {
                     bad("the function, queue or topic name is empty".to_owned());
                 }
                 _ => {}
@@ -208,7 +213,14 @@ impl Generator {
             if let Some(p) = o.availability()
                 && availability_ok == Some(true)
             {
-                slis.push(Sli::new(*o, Kind::Availability, p, None, &service_matchers, &self.service));
+                slis.push(Sli::new(
+                    *o,
+                    Kind::Availability,
+                    p,
+                    None,
+                    &service_matchers,
+                    &self.service,
+                ));
             }
             if let Some(l) = o.latency() {
                 match sli::bucket_le(l.threshold) {
@@ -373,7 +385,9 @@ impl Context<'_> {
 
     /// Whether any objective measures a subject of this kind (`http`, `function`, `messaging`).
     pub(crate) fn has(&self, kind: &str) -> bool {
-        self.slis.iter().any(|s| s.objective.subject().kind() == kind)
+        self.slis
+            .iter()
+            .any(|s| s.objective.subject().kind() == kind)
     }
 }
 

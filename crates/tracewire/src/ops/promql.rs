@@ -85,7 +85,9 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                     i += 1;
                 }
             }
-            c if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+            c if c.is_ascii_digit()
+                || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
                 while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
                     i += 1;
                 }
@@ -108,11 +110,18 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                     continue;
                 }
                 // A function or an aggregation (`sum(`, `sum by (...) (`), never a selector.
-                let rest: String = chars[next..].iter().take(8).collect::<String>().to_ascii_lowercase();
+                let rest: String = chars[next..]
+                    .iter()
+                    .take(8)
+                    .collect::<String>()
+                    .to_ascii_lowercase();
                 let aggregation = ["by ", "by(", "without ", "without("]
                     .iter()
                     .any(|k| rest.starts_with(k));
-                if KEYWORDS.contains(&lower.as_str()) || chars.get(next) == Some(&'(') || aggregation {
+                if KEYWORDS.contains(&lower.as_str())
+                    || chars.get(next) == Some(&'(')
+                    || aggregation
+                {
                     continue;
                 }
                 names.insert(word);
@@ -139,7 +148,10 @@ mod tests {
             ),
             ["a_total", "b_count", "c:rec:rate5m"]
         );
-        assert_eq!(names("1 - tracewire:slo_bad_ratio:rate30d{objective=\"a\"} / 0.001"), ["tracewire:slo_bad_ratio:rate30d"]);
+        assert_eq!(
+            names("1 - tracewire:slo_bad_ratio:rate30d{objective=\"a\"} / 0.001"),
+            ["tracewire:slo_bad_ratio:rate30d"]
+        );
         assert_eq!(names("x > bool 1e3 and y"), ["x", "y"]);
         assert_eq!(names("sum by (a) (x)\n/\nsum without (b) (y)"), ["x", "y"]);
     }

@@ -53,9 +53,17 @@ pub(crate) fn render(ctx: &Context<'_>) -> String {
     let mut names: Vec<&str> = ctx.slis.iter().map(|s| s.objective.name()).collect();
     names.dedup();
     for name in names {
-        let slis: Vec<&Sli> = ctx.slis.iter().filter(|s| s.objective.name() == name).collect();
+        let slis: Vec<&Sli> = ctx
+            .slis
+            .iter()
+            .filter(|s| s.objective.name() == name)
+            .collect();
         let first = slis[0];
-        let _ = writeln!(out, "  - name: {}", yaml_str(&format!("tracewire-{}-{name}", ctx.service)));
+        let _ = writeln!(
+            out,
+            "  - name: {}",
+            yaml_str(&format!("tracewire-{}-{name}", ctx.service))
+        );
         out.push_str("    rules:\n");
         // Events per second, for the traffic guard (once per objective).
         for window in windows(first) {
@@ -126,7 +134,11 @@ pub(crate) fn alert_expr(ctx: &Context<'_>, sli: &Sli, severity: &str) -> String
 
 /// `summary` of an alert (may hold the `{{ $labels.http_route }}` template).
 pub(crate) fn summary(ctx: &Context<'_>, sli: &Sli, severity: &str) -> String {
-    let speed = if severity == "page" { "fast" } else { "steadily" };
+    let speed = if severity == "page" {
+        "fast"
+    } else {
+        "steadily"
+    };
     format!(
         "{}: {} of objective `{}` is using up its error budget {speed}",
         ctx.service,
@@ -156,7 +168,12 @@ pub(crate) fn promise(sli: &Sli) -> String {
             "{} of {} take at most {} over {window}",
             sli.target,
             sli.event_noun(),
-            human_duration(sli.objective.latency().map(|l| l.threshold).unwrap_or_default())
+            human_duration(
+                sli.objective
+                    .latency()
+                    .map(|l| l.threshold)
+                    .unwrap_or_default()
+            )
         ),
     }
 }
@@ -202,8 +219,16 @@ fn human_days(window: Duration, factor: f64) -> String {
 
 fn alert(out: &mut String, ctx: &Context<'_>, sli: &Sli, severity: &str) {
     let _ = writeln!(out, "      - alert: {}", ctx.alert_name(sli));
-    let _ = writeln!(out, "        expr: {}", yaml_block(&alert_expr(ctx, sli, severity), 10));
-    let _ = writeln!(out, "        for: {}", prom_duration(for_duration(severity)));
+    let _ = writeln!(
+        out,
+        "        expr: {}",
+        yaml_block(&alert_expr(ctx, sli, severity), 10)
+    );
+    let _ = writeln!(
+        out,
+        "        for: {}",
+        prom_duration(for_duration(severity))
+    );
     out.push_str("        labels:\n");
     let _ = writeln!(out, "          severity: {severity}");
     out.push_str("        annotations:\n");
@@ -213,7 +238,11 @@ fn alert(out: &mut String, ctx: &Context<'_>, sli: &Sli, severity: &str) {
 }
 
 /// The annotations of an alert, in file order.
-pub(crate) fn annotations(ctx: &Context<'_>, sli: &Sli, severity: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn annotations(
+    ctx: &Context<'_>,
+    sli: &Sli,
+    severity: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("summary", summary(ctx, sli, severity)),
         ("description", description(ctx, sli, severity)),

@@ -134,9 +134,15 @@ fn section(out: &mut String, ctx: &Context<'_>, sli: &Sli) {
         budget_title(sli)
     );
     let row = match objective.subject().kind() {
-        "http" => "*HTTP server*: \"Errors per second by route\" and \"Request duration p50 / p90 / p99 by route\"",
-        "function" => "*Functions*: \"Errors per second by function\" and \"Call duration p50 / p99 by function\"",
-        _ => "*Messaging*: \"Messages processed and failed per second\" and \"Process duration p50 / p99 by queue or topic\"",
+        "http" => {
+            "*HTTP server*: \"Errors per second by route\" and \"Request duration p50 / p90 / p99 by route\""
+        }
+        "function" => {
+            "*Functions*: \"Errors per second by function\" and \"Call duration p50 / p99 by function\""
+        }
+        _ => {
+            "*Messaging*: \"Messages processed and failed per second\" and \"Process duration p50 / p99 by queue or topic\""
+        }
     };
     let _ = writeln!(out, "- Same dashboard, row {row}.");
 
@@ -160,8 +166,12 @@ fn section(out: &mut String, ctx: &Context<'_>, sli: &Sli) {
         "Check whether the problem is still happening: the 5m burn rate on the panel above. If it has dropped back below 1, the cause is gone; look for what changed at the start.",
         "Compare with deployments, configuration changes and dependency incidents at the time the burn rate rose.",
         match sli.kind {
-            Kind::Availability => "Open a few failing traces: the span with status Error and its `exception` event name the failing dependency or code path; `error.type` groups the failures.",
-            Kind::Latency => "Open a few slow traces from the exemplars: the longest child span is where the time goes (a dependency, a lock, a retry loop).",
+            Kind::Availability => {
+                "Open a few failing traces: the span with status Error and its `exception` event name the failing dependency or code path; `error.type` groups the failures."
+            }
+            Kind::Latency => {
+                "Open a few slow traces from the exemplars: the longest child span is where the time goes (a dependency, a lock, a retry loop)."
+            }
         },
         "Mitigate first (roll back, fail over, shed load, scale out), then find the cause.",
     ];
@@ -214,7 +224,12 @@ fn trace_query(sli: &Sli) -> String {
         Kind::Availability => "status = error".to_owned(),
         Kind::Latency => format!(
             "duration > {}",
-            prom_duration_ms(sli.objective.latency().map(|l| l.threshold).unwrap_or_default())
+            prom_duration_ms(
+                sli.objective
+                    .latency()
+                    .map(|l| l.threshold)
+                    .unwrap_or_default()
+            )
         ),
     };
     match sli.objective.subject() {

@@ -96,18 +96,12 @@ impl Sli {
             }
             Subject::AmqpQueue(queue) => {
                 matchers.push("messaging_system=\"rabbitmq\"".to_owned());
-                matchers.push(format!(
-                    "messaging_destination_name={}",
-                    quote_label(queue)
-                ));
+                matchers.push(format!("messaging_destination_name={}", quote_label(queue)));
                 "messaging_destination_name"
             }
             Subject::KafkaTopic(topic) => {
                 matchers.push("messaging_system=\"kafka\"".to_owned());
-                matchers.push(format!(
-                    "messaging_destination_name={}",
-                    quote_label(topic)
-                ));
+                matchers.push(format!("messaging_destination_name={}", quote_label(topic)));
                 "messaging_destination_name"
             }
         };
@@ -153,7 +147,10 @@ impl Sli {
             Kind::Availability => {
                 let (total, bad) = match self.objective.subject() {
                     Subject::Function { .. } => (FUNCTION_CALLS.to_owned(), "result=\"error\""),
-                    subject => (format!("{}_count", histogram_of(&subject)), "error_type!=\"\""),
+                    subject => (
+                        format!("{}_count", histogram_of(&subject)),
+                        "error_type!=\"\"",
+                    ),
                 };
                 let all = self.selector(&[]);
                 let bad = self.selector(&[bad]);

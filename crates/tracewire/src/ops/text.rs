@@ -74,7 +74,10 @@ pub(crate) fn yaml_str(value: &str) -> String {
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
-        && value.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
         && !matches!(
             value.to_ascii_lowercase().as_str(),
             "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "y" | "n"

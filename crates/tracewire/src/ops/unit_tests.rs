@@ -9,8 +9,10 @@ use super::rules;
 use super::sli::{FUNCTION_CALLS, Kind, Sli};
 use super::text::{num, yaml_str};
 
-/// Samples per series (one a minute).
-const SAMPLES: u32 = 60;
+/// Minutes between samples, and between rule evaluations.
+const STEP: u32 = 2;
+/// Minutes each scenario runs.
+const MINUTES: u32 = 60;
 /// Events per minute in the busy scenarios.
 const BUSY: f64 = 2_000_000.0;
 
@@ -34,7 +36,7 @@ pub(crate) fn render(ctx: &Context<'_>) -> String {
         ctx.service
     );
     let _ = writeln!(out, "rule_files:\n  - {}", yaml_str(&ctx.rules_file()));
-    out.push_str("evaluation_interval: 1m\n");
+    let _ = writeln!(out, "evaluation_interval: {STEP}m");
     let Some(base_labels) = equality_labels(&ctx.service_matchers) else {
         out.push_str("# The service matchers are not all `label=\"value\"`: no synthetic series.\ntests: []\n");
         return out;
@@ -58,12 +60,12 @@ pub(crate) fn render(ctx: &Context<'_>) -> String {
                     num(budget / 2.0 / 1e4)
                 ),
                 per_minute: (BUSY, budget),
-                checks: vec![(SAMPLES, false)],
+                checks: vec![(MINUTES, false)],
             },
             Scenario {
                 name: "idle: silent".to_owned(),
                 per_minute: (0.0, 0.0),
-                checks: vec![(SAMPLES, false)],
+                checks: vec![(MINUTES, false)],
             },
         ];
         if ctx.min_events > 0 {
@@ -75,7 +77,7 @@ pub(crate) fn render(ctx: &Context<'_>) -> String {
                     ctx.min_events
                 ),
                 per_minute: (trickle, trickle),
-                checks: vec![(SAMPLES, false)],
+                checks: vec![(MINUTES, false)],
             });
         }
         for scenario in scenarios {
@@ -89,13 +91,17 @@ pub(crate) fn render(ctx: &Context<'_>) -> String {
                     scenario.name
                 ))
             );
-            out.push_str("    interval: 1m\n    input_series:\n");
+            let _ = writeln!(out, "    interval: {STEP}m\n    input_series:");
             for (series, per_minute) in series(sli, &base_labels, scenario.per_minute) {
                 let _ = writeln!(out, "      - series: {}", yaml_str(&series));
                 let _ = writeln!(
                     out,
                     "        values: {}",
-                    yaml_str(&format!("0+{}x{SAMPLES}", num(per_minute)))
+                    yaml_str(&format!(
+                        "0+{}x{}",
+                        num(per_minute * f64::from(STEP)),
+                        MINUTES / STEP
+                    ))
                 );
             }
             out.push_str("    alert_rule_test:\n");
