@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod operation;
 pub mod propagation;
 pub mod redact;
+pub mod retry;
 pub mod text;
 pub mod traced;
 
