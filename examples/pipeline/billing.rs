@@ -26,7 +26,7 @@ use tracewire::amqp::lapin::options::{
 };
 use tracewire::amqp::lapin::types::{FieldTable, ShortString};
 use tracewire::amqp::lapin::{Connection, ConnectionProperties};
-use tracewire::amqp::{Outcome, RetryQueue, TracedChannel, TracedDelivery};
+use tracewire::amqp::{Outcome, RetryPolicy, RetryQueue, TracedChannel, TracedDelivery};
 use tracewire::kafka::TracedProducer;
 use tracewire::kafka::rdkafka::config::ClientConfig;
 use tracewire::kafka::rdkafka::producer::{FutureRecord, Producer as _};
@@ -180,8 +180,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             common::expiring(FieldTable::default()),
         )
         .await?;
-    let retry = RetryQueue::new(&queue, common::env_millis("BILLING_RETRY_DELAY_MS", 1000))?
-        .with_max_attempts(3);
+    let delay = common::env_millis("BILLING_RETRY_DELAY_MS", 1000);
+    let retry = RetryQueue::new(
+        &queue,
+        RetryPolicy::new().max_attempts(3).backoff(delay, delay * 4),
+    )?;
     channel
         .queue_declare(
             ShortString::try_new(retry.retry_queue().to_owned())?,

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod operation;
 pub mod propagation;
 pub mod redact;
+pub mod retry;
 pub mod text;
 pub mod traced;
 pub mod w3c;

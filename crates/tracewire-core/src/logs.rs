@@ -66,6 +66,9 @@ pub const RESERVED_KEYS: [&str; 7] = [
 pub struct JsonLayer<W = fn() -> io::Stdout> {
     make_writer: W,
     statics: String,
+    /// The keys of the static fields: an event or span field with one of these names is
+    /// written as `field.{name}`, so a line never holds a key twice.
+    static_keys: Vec<Box<str>>,
     sensitive: SensitiveHeaders,
 }
 
@@ -90,6 +93,7 @@ impl JsonLayer {
         Self {
             make_writer: io::stdout,
             statics: String::new(),
+            static_keys: Vec::new(),
             sensitive: SensitiveHeaders::default(),
         }
     }
@@ -104,6 +108,7 @@ impl<W> JsonLayer<W> {
         JsonLayer {
             make_writer,
             statics: self.statics,
+            static_keys: self.static_keys,
             sensitive: self.sensitive,
         }
     }
@@ -111,6 +116,7 @@ impl<W> JsonLayer<W> {
     /// Adds a field written on every line, after the trace ids (for resource keys such as
     /// `service.name`).
     pub fn with_static_field(mut self, key: &str, value: &str) -> Self {
+        self.static_keys.push(Box::from(key));
         self.statics.push(',');
         push_json_str(&mut self.statics, key);
         self.statics.push(':');
@@ -144,6 +150,7 @@ where
             out: &mut buf,
             message: None,
             sensitive: &self.sensitive,
+            static_keys: &self.static_keys,
         };
         attrs.record(&mut visitor);
         if let Some(span) = ctx.span(id) {
@@ -164,6 +171,7 @@ where
                     out: &mut fields.0,
                     message: None,
                     sensitive: &self.sensitive,
+                    static_keys: &self.static_keys,
                 };
                 values.record(&mut visitor);
             }
@@ -209,6 +217,7 @@ where
             out: fields,
             message: None,
             sensitive: &self.sensitive,
+            static_keys: &self.static_keys,
         };
         event.record(&mut visitor);
         let message = visitor.message.take();
@@ -260,13 +269,14 @@ struct FieldVisitor<'a> {
     out: &'a mut String,
     message: Option<String>,
     sensitive: &'a SensitiveHeaders,
+    static_keys: &'a [Box<str>],
 }
 
 impl FieldVisitor<'_> {
     fn key(&mut self, field: &Field) -> bool {
         let name = field.name();
         self.out.push(',');
-        if RESERVED_KEYS.contains(&name) {
+        if RESERVED_KEYS.contains(&name) || self.static_keys.iter().any(|k| &**k == name) {
             push_json_str(self.out, &format!("field.{name}"));
         } else {
             push_json_str(self.out, name);
@@ -454,5 +464,51 @@ mod tests {
         assert!(l["timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(lines[1].get("trace_id").is_none());
         assert_eq!(lines[1]["message"], "outside");
+    }
+
+    #[test]
+    fn keys_come_in_the_documented_order_once_each() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let layer = JsonLayer::new()
+            .with_static_field("service.name", "svc")
+            .with_writer(move || writer.clone());
+        let _guard = tracing_subscriber::registry().with(layer).set_default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let cx = Context::current_with_span(provider.tracer("t").start("work"))
+            .with_value(RequestId::new("req-1"));
+        {
+            let _attached = cx.attach();
+            let outer = tracing::info_span!("outer", tenant = "acme");
+            let _e = outer.enter();
+            tracing::info!(service.name = "user", order_id = 7u64, "placed");
+        }
+        let raw = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        // Read on the raw line, not through a map: a map would hide a repeated key.
+        let keys: Vec<&str> = raw
+            .trim_end()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .split(",\"")
+            .map(|kv| kv.trim_start_matches('"').split('"').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "timestamp",
+                "level",
+                "message",
+                "target",
+                "trace_id",
+                "span_id",
+                "request_id",
+                "service.name",
+                "tenant",
+                "field.service.name",
+                "order_id",
+            ]
+        );
+        assert_eq!(raw.matches("\"service.name\":\"svc\"").count(), 1);
+        assert!(raw.contains("\"field.service.name\":\"user\""));
     }
 }

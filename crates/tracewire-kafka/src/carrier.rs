@@ -329,6 +329,32 @@ fn is_propagation_field(propagator: &dyn TextMapPropagator, key: &str) -> bool {
     propagator.fields().any(|field| field == key)
 }
 
+/// Header of a retried record: the time (milliseconds since the Unix epoch) before which it
+/// is not processed — the retry policy's backoff.
+pub const NOT_BEFORE_HEADER: &str = "tracewire-not-before";
+
+/// How long to wait before processing a record, from its [`NOT_BEFORE_HEADER`] (last one wins;
+/// garbage and past times mean no wait, never a panic).
+pub(crate) fn wait_of<H: Headers + ?Sized>(headers: Option<&H>) -> std::time::Duration {
+    let not_before = headers
+        .and_then(|h| {
+            (0..h.count()).rev().find_map(|idx| {
+                let header = header_at(h, idx)?;
+                (header.key == NOT_BEFORE_HEADER).then_some(header.value)
+            })
+        })
+        .flatten()
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let Some(not_before) = not_before else {
+        return std::time::Duration::ZERO;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // A clock far in the future is not trusted for more than an hour.
+    std::time::Duration::from_millis(not_before.saturating_sub(now).min(3_600_000))
+}
+
 /// The attempt number a record carries in [`ATTEMPT_HEADER`] (last one wins), 1 by default.
 pub(crate) fn attempt_of<H: Headers + ?Sized>(headers: Option<&H>) -> u32 {
     headers

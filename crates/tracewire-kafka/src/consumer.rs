@@ -340,6 +340,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         F: Future,
         F::Output: Outcome,
     {
+        wait_for_backoff(msg).await;
         let (cx, mut op) = self.start_process(msg);
         let output = handler.with_context(cx).await;
         match output.error_type() {
@@ -372,6 +373,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         C2: rdkafka::ClientContext + 'static,
         R2: AsyncRuntime,
     {
+        wait_for_backoff(msg).await;
         let (cx, mut op) = self.start_process(msg);
         let output = handler.with_context(cx.clone()).await;
         let handled = match output {
@@ -473,6 +475,14 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         if let Some(mode) = self.commit {
             record_commit(op, self.inner.commit_message(&msg.message, mode));
         }
+    }
+}
+
+/// Waits out a retried record's backoff ([`carrier::NOT_BEFORE_HEADER`]) before its attempt.
+async fn wait_for_backoff(msg: &TracedMessage<'_>) {
+    let wait = carrier::wait_of(msg.headers());
+    if !wait.is_zero() {
+        DefaultRuntime::delay_for(wait).await;
     }
 }
 

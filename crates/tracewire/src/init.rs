@@ -518,13 +518,22 @@ fn metric_exporter(
     )
 }
 
+/// The OpenTelemetry crates log their own start-up at INFO: below WARN they stay quiet unless the
+/// filter names them (`RUST_LOG=info,opentelemetry_sdk=debug`).
+fn quiet_sdk(filter: &str) -> String {
+    if filter.contains("opentelemetry") {
+        return filter.to_owned();
+    }
+    format!("{filter},opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn")
+}
+
 fn log_filter(default: Option<&str>) -> Result<EnvFilter, InitError> {
     let (text, from_env) = match env_nonempty("RUST_LOG") {
         Some(v) => (v, true),
         None => (default.unwrap_or("info").to_owned(), false),
     };
     EnvFilter::builder()
-        .parse(&text)
+        .parse(quiet_sdk(&text))
         .map_err(|e| InitError::LogFilter {
             filter: if from_env {
                 format!("RUST_LOG={text}")
@@ -634,5 +643,23 @@ impl Drop for Telemetry {
             let _ = self.tracer_provider.shutdown();
             let _ = self.meter_provider.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod quiet_sdk_tests {
+    use super::quiet_sdk;
+
+    #[test]
+    fn the_sdk_logs_at_warn_unless_the_filter_names_it() {
+        assert_eq!(
+            quiet_sdk("info"),
+            "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn"
+        );
+        assert_eq!(
+            quiet_sdk("info,opentelemetry_sdk=debug"),
+            "info,opentelemetry_sdk=debug"
+        );
+        assert!(super::log_filter(Some("debug")).is_ok());
     }
 }
