@@ -312,7 +312,7 @@ or evicted (see the footer). <a href=\"{}/\">All traces</a></p>",
             let _ = write!(
                 body,
                 "<details class=\"span kind-{kind}{err}\" id=\"span-{sid}\" data-span-id=\"{sid}\">\
-<summary><span class=\"name\" style=\"padding-left:{pad}px\" title=\"{name}\">{name}{mark}</span>\
+<summary><span class=\"name\" style=\"padding-left:{pad}px\" title=\"{name}\"><span class=\"label\">{name}</span>{mark}</span>\
 <span class=\"svc\">{svc}</span><span class=\"dur num\">{dur}</span>\
 <span class=\"track\"><span class=\"bar\" style=\"left:{left:.3}%;width:{width:.3}%\"></span></span></summary>\
 <div class=\"detail\">",
@@ -511,7 +511,7 @@ fn logs_table(body: &mut String, logs: &[LogRecord]) {
 
 const NODE_W: f64 = 180.0;
 const NODE_H: f64 = 50.0;
-const COL_GAP: f64 = 150.0;
+const COL_GAP: f64 = 120.0;
 const ROW_GAP: f64 = 40.0;
 const PAD: f64 = 20.0;
 
