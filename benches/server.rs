@@ -1,6 +1,9 @@
 //! Per-request cost of the server instrumentation, requests driven through an axum router
 //! in-process (no sockets): bare router; `ServerLayer` sampled and unsampled; tower-http
-//! `TraceLayer` + tracing-opentelemetry, exporting through the same SDK pipeline.
+//! `TraceLayer` + tracing-opentelemetry, exporting through the same SDK pipeline; and
+//! `ServerLayer` with the trace view recording beside the exporter (its span processor and
+//! log layer handing every span and log line to the view's thread), against the same layer
+//! without it.
 //!
 //! Every instrumented variant exports spans through a batch span processor into an exporter
 //! that discards them, and writes its log lines into `io::sink`, so the figures include span
@@ -88,6 +91,16 @@ fn bench(c: &mut Criterion) {
     global::set_tracer_provider(unsampled.clone());
     let tracewire_unsampled = router().layer(tracewire::http::ServerLayer::new());
 
+    let recorder = tracewire_view::Recorder::new("bench", tracewire_view::Limits::default());
+    recorder.enable();
+    let viewed = SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .with_span_processor(recorder.processor())
+        .with_sampler(Sampler::AlwaysOn)
+        .build();
+    global::set_tracer_provider(viewed.clone());
+    let tracewire_viewed = router().layer(tracewire::http::ServerLayer::new());
+
     let peer_provider = provider(Sampler::AlwaysOn);
     let peer = router().layer(tower_http::trace::TraceLayer::new_for_http());
 
@@ -118,6 +131,12 @@ fn bench(c: &mut Criterion) {
         });
     }
     {
+        let _logs = tracing::subscriber::set_default(json_to_sink().with(recorder.log_layer()));
+        group.bench_function("tracewire_sampled_with_view", |b| {
+            b.to_async(&rt).iter(|| drive(&tracewire_viewed));
+        });
+    }
+    {
         let otel = tracing_opentelemetry::layer().with_tracer(peer_provider.tracer("peer"));
         let subscriber = tracing_subscriber::registry().with(otel).with(
             tracing_subscriber::fmt::layer()
@@ -133,6 +152,12 @@ fn bench(c: &mut Criterion) {
     let _ = sampled.shutdown();
     let _ = unsampled.shutdown();
     let _ = peer_provider.shutdown();
+    let _ = viewed.shutdown();
+    eprintln!(
+        "view: {} spans and log lines dropped at the hand-off, {:?}",
+        recorder.dropped(),
+        recorder.store().stats()
+    );
 }
 
 criterion_group! {

@@ -166,11 +166,15 @@ async fn gateway_and_quickstart_exporting_to_tracewire_view_draw_their_edge() {
         200
     );
 
-    let map = wait_for_json(&view.url("/api/map"), "the gateway → quickstart edge", |m| {
-        m["edges"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["from"] == "gateway"))
-    })
+    let map = wait_for_json(
+        &view.url("/api/map"),
+        "the gateway → quickstart edge",
+        |m| {
+            m["edges"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["from"] == "gateway"))
+        },
+    )
     .await;
     assert_eq!(
         map["edges"],
@@ -215,7 +219,9 @@ async fn gateway_and_quickstart_exporting_to_tracewire_view_draw_their_edge() {
         [Some("quickstart".to_owned())]
     );
     assert_eq!(
-        browser.texts("table.edges tbody tr td:nth-child(-n+3)").await,
+        browser
+            .texts("table.edges tbody tr td:nth-child(-n+3)")
+            .await,
         ["gateway", "→", "quickstart"]
     );
     browser
@@ -223,7 +229,13 @@ async fn gateway_and_quickstart_exporting_to_tracewire_view_draw_their_edge() {
         .await;
     assert_eq!(
         browser.texts(".waterfall summary .svc").await,
-        ["gateway", "gateway", "quickstart", "quickstart", "quickstart"]
+        [
+            "gateway",
+            "gateway",
+            "quickstart",
+            "quickstart",
+            "quickstart"
+        ]
     );
     browser.close().await;
     drop(gateway);

@@ -40,7 +40,10 @@ fn find(var: &str, candidates: &[&str]) -> String {
 impl Browser {
     /// Starts `chromedriver` and a headless Chromium session with a `width`×`height` window.
     pub async fn start(width: u32, height: u32) -> Self {
-        let chromium = find("CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
+        let chromium = find(
+            "CHROMIUM",
+            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        );
         let chromedriver = find("CHROMEDRIVER", &["/usr/bin/chromedriver"]);
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -60,7 +63,10 @@ impl Browser {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut caps = serde_json::Map::new();
@@ -99,7 +105,12 @@ impl Browser {
     /// The rendered text of every element matching `css`, in document order.
     pub async fn texts(&self, css: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for element in self.client().find_all(Locator::Css(css)).await.expect("find") {
+        for element in self
+            .client()
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find")
+        {
             out.push(element.text().await.expect("element text"));
         }
         out
@@ -108,7 +119,12 @@ impl Browser {
     /// The attribute `name` of every element matching `css`, in document order.
     pub async fn attributes(&self, css: &str, name: &str) -> Vec<Option<String>> {
         let mut out = Vec::new();
-        for element in self.client().find_all(Locator::Css(css)).await.expect("find") {
+        for element in self
+            .client()
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find")
+        {
             out.push(element.attr(name).await.expect("element attribute"));
         }
         out
@@ -133,7 +149,9 @@ impl Browser {
     /// Ends the session and stops chromedriver.
     pub async fn close(mut self) {
         if let Some(client) = self.client.take() {
-            let _ = client.close().await;
+            // The session ends at once; fantoccini may keep waiting on chromedriver's idle
+            // connection, so bound the wait (dropping then stops the processes).
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
         }
     }
 }

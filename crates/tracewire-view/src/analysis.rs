@@ -64,8 +64,7 @@ pub fn service_map(store: &Store) -> ServiceMap {
             .map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), *s))
             .collect();
         let mut nodes: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        let mut edges: BTreeMap<(&str, &str, EdgeKind), (usize, usize, Vec<u64>)> =
-            BTreeMap::new();
+        let mut edges: BTreeMap<(&str, &str, EdgeKind), (usize, usize, Vec<u64>)> = BTreeMap::new();
         for span in &spans {
             let node = nodes.entry(span.service.as_str()).or_default();
             node.0 += 1;
@@ -118,15 +117,17 @@ pub fn service_map(store: &Store) -> ServiceMap {
                 .collect(),
             edges: edges
                 .into_iter()
-                .map(|((from, to, kind), (requests, errors, mut durations))| MapEdge {
-                    from: from.to_owned(),
-                    to: to.to_owned(),
-                    kind,
-                    requests,
-                    errors,
-                    error_rate: errors as f64 / requests.max(1) as f64,
-                    p99_nano: percentile(&mut durations, 0.99),
-                })
+                .map(
+                    |((from, to, kind), (requests, errors, mut durations))| MapEdge {
+                        from: from.to_owned(),
+                        to: to.to_owned(),
+                        kind,
+                        requests,
+                        errors,
+                        error_rate: errors as f64 / requests.max(1) as f64,
+                        p99_nano: percentile(&mut durations, 0.99),
+                    },
+                )
                 .collect(),
         }
     })
@@ -204,7 +205,10 @@ fn red_key(span: &SpanRecord) -> Option<(RedKind, String)> {
     }
     match span.kind {
         Kind::Server => {
-            let name = match (span.attribute("http.request.method"), span.attribute("http.route")) {
+            let name = match (
+                span.attribute("http.request.method"),
+                span.attribute("http.route"),
+            ) {
                 (Some(method), Some(route)) => format!("{method} {route}"),
                 _ => span.name.clone(),
             };

@@ -41,7 +41,7 @@ input,select,button{font:inherit;padding:4px 6px}
 .kind-producer .bar{background:#8250df}.kind-consumer .bar{background:#0969da}
 .error .bar{background:#cf222e}
 .detail{padding:8px 12px 12px 28px;border-bottom:1px solid #d0d7de;background:#fbfcfd}
-.detail table{margin:4px 0 10px}
+.detail table{margin:4px 0 10px}.detail table th{width:30%}
 .detail h3{font-size:13px;margin:8px 0 2px}
 .logs td{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
 .lvl-ERROR{color:#cf222e;font-weight:600}.lvl-WARN{color:#9a6700;font-weight:600}
@@ -74,10 +74,7 @@ impl Params {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
     pub(crate) fn trace_query(&self) -> TraceQuery {
@@ -206,7 +203,12 @@ evicted {evicted} traces; dropped {dspans} spans and {dlogs} log lines over the 
         )
     }
 
-    pub(crate) fn index(&self, traces: &[TraceSummary], params: &Params, services: &[String]) -> String {
+    pub(crate) fn index(
+        &self,
+        traces: &[TraceSummary],
+        params: &Params,
+        services: &[String],
+    ) -> String {
         let mut body = String::new();
         let value = |k: &str| esc(params.get(k).unwrap_or(""));
         let status = params.get("status").unwrap_or("");
@@ -244,7 +246,11 @@ evicted {evicted} traces; dropped {dspans} spans and {dlogs} log lines over the 
         );
         for t in traces {
             let status = if t.errors > 0 {
-                format!("<span class=\"mark\">{} error{}</span>", t.errors, if t.errors == 1 { "" } else { "s" })
+                format!(
+                    "<span class=\"mark\">{} error{}</span>",
+                    t.errors,
+                    if t.errors == 1 { "" } else { "s" }
+                )
             } else {
                 "<span class=\"ok\">ok</span>".to_owned()
             };
@@ -257,7 +263,11 @@ evicted {evicted} traces; dropped {dspans} spans and {dlogs} log lines over the 
                 start = clock(t.start_unix_nano),
                 b = esc(self.base),
                 id = esc(&t.trace_id),
-                unsampled = if t.sampled { "" } else { " <span class=\"muted\">(not exported)</span>" },
+                unsampled = if t.sampled {
+                    ""
+                } else {
+                    " <span class=\"muted\">(not exported)</span>"
+                },
                 name = esc(&t.name),
                 services = esc(&t.services.join(", ")),
                 spans = t.spans,
@@ -296,7 +306,11 @@ or evicted (see the footer). <a href=\"{}/\">All traces</a></p>",
             services = esc(&t.services.join(", ")),
             clock = clock(start),
             errors = if t.errors > 0 {
-                format!("<span class=\"mark\">{} error{}</span>", t.errors, if t.errors == 1 { "" } else { "s" })
+                format!(
+                    "<span class=\"mark\">{} error{}</span>",
+                    t.errors,
+                    if t.errors == 1 { "" } else { "s" }
+                )
             } else {
                 String::new()
             },
@@ -321,7 +335,11 @@ or evicted (see the footer). <a href=\"{}/\">All traces</a></p>",
                 sid = esc(&s.span_id),
                 pad = w.depth * 18,
                 name = esc(&s.name),
-                mark = if s.is_error() { "<span class=\"mark\">error</span>" } else { "" },
+                mark = if s.is_error() {
+                    "<span class=\"mark\">error</span>"
+                } else {
+                    ""
+                },
                 svc = esc(&s.service),
                 dur = duration(s.duration_nano()),
             );
@@ -363,7 +381,9 @@ the complete figures are in the metrics.</p>",
 <td class=\"num\">{p50}</td><td class=\"num\">{p99}</td></tr>",
                 svc = esc(&r.service),
                 b = esc(self.base),
-                q = esc(&query_component(r.name.rsplit(' ').next().unwrap_or(&r.name))),
+                q = esc(&query_component(
+                    r.name.rsplit(' ').next().unwrap_or(&r.name)
+                )),
                 name = esc(&r.name),
                 count = r.count,
                 rate = r.rate_per_second,
@@ -404,7 +424,9 @@ the complete figures are in the metrics.</p>",
             );
         }
         if map.edges.is_empty() {
-            body.push_str("<tr><td colspan=\"7\" class=\"muted\">No edge between services yet.</td></tr>");
+            body.push_str(
+                "<tr><td colspan=\"7\" class=\"muted\">No edge between services yet.</td></tr>",
+            );
         }
         body.push_str("</tbody></table>");
         self.wrap("Map", &body)
@@ -426,7 +448,12 @@ fn query_component(text: &str) -> String {
 fn kv_table(body: &mut String, class: &str, map: &BTreeMap<String, String>) {
     let _ = write!(body, "<table class=\"{class}\"><tbody>");
     for (k, v) in map {
-        let _ = write!(body, "<tr><th class=\"mono\">{}</th><td class=\"mono\">{}</td></tr>", esc(k), esc(v));
+        let _ = write!(
+            body,
+            "<tr><th class=\"mono\">{}</th><td class=\"mono\">{}</td></tr>",
+            esc(k),
+            esc(v)
+        );
     }
     body.push_str("</tbody></table>");
 }
@@ -511,7 +538,7 @@ fn logs_table(body: &mut String, logs: &[LogRecord]) {
 
 const NODE_W: f64 = 180.0;
 const NODE_H: f64 = 50.0;
-const COL_GAP: f64 = 120.0;
+const COL_GAP: f64 = 150.0;
 const ROW_GAP: f64 = 40.0;
 const PAD: f64 = 20.0;
 
@@ -524,7 +551,8 @@ fn map_svg(map: &ServiceMap) -> String {
     for _ in 0..names.len() {
         let mut changed = false;
         for e in &map.edges {
-            let (Some(&a), Some(&b)) = (index.get(e.from.as_str()), index.get(e.to.as_str())) else {
+            let (Some(&a), Some(&b)) = (index.get(e.from.as_str()), index.get(e.to.as_str()))
+            else {
                 continue;
             };
             if a != b && depth[b] < depth[a] + 1 && depth[a] + 1 < names.len() {
@@ -586,13 +614,18 @@ orient=\"auto-start-reverse\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#57606a\"/><
         let (lx, ly) = if x2 > x1 {
             ((x1 + x2) / 2.0, (y1 + y2) / 2.0 - 8.0)
         } else {
-            ((ax + bx + NODE_W) / 2.0, ay.max(by) + NODE_H + ROW_GAP * 0.6)
+            (
+                (ax + bx + NODE_W) / 2.0,
+                ay.max(by) + NODE_H + ROW_GAP * 0.6,
+            )
         };
         let _ = write!(
             svg,
             "<g class=\"edge {kind}\" data-from=\"{from}\" data-to=\"{to}\"><title>{from} → {to}</title>\
 <path d=\"{path}\" marker-end=\"url(#arrow)\"/>\
-<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"middle\">{n} · {rate:.0}% err · p99 {p99}</text></g>",
+<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"middle\">{n} req · {rate:.0}% err</text>\
+<text x=\"{lx:.1}\" y=\"{ly2:.1}\" text-anchor=\"middle\">p99 {p99}</text></g>",
+            ly2 = ly + 22.0,
             kind = match e.kind {
                 EdgeKind::Request => "request",
                 EdgeKind::Message => "message",
@@ -618,7 +651,11 @@ height=\"{NODE_H}\" rx=\"6\"/><text class=\"svc\" x=\"{cx:.1}\" y=\"{ty:.1}\" te
             ty2 = y + 39.0,
             spans = node.spans,
             errs = if node.errors > 0 {
-                format!(", {} errors", node.errors)
+                format!(
+                    ", {} error{}",
+                    node.errors,
+                    if node.errors == 1 { "" } else { "s" }
+                )
             } else {
                 String::new()
             },
@@ -644,6 +681,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

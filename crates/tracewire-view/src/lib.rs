@@ -30,12 +30,8 @@ mod recorder;
 mod service;
 mod store;
 
-pub use analysis::{
-    EdgeKind, MapEdge, MapNode, RedKind, RedRow, ServiceMap, red, service_map,
-};
+pub use analysis::{EdgeKind, MapEdge, MapNode, RedKind, RedRow, ServiceMap, red, service_map};
 pub use model::{Kind, LogRecord, SpanEvent, SpanLink, SpanRecord, StatusCode};
 pub use recorder::{DEFAULT_CHANNEL_CAPACITY, Recorder, ViewLogLayer, ViewProcessor};
 pub use service::ViewService;
-pub use store::{
-    Limits, Store, StoreStats, TraceDetail, TraceQuery, TraceSummary, WaterfallSpan,
-};
+pub use store::{Limits, Store, StoreStats, TraceDetail, TraceQuery, TraceSummary, WaterfallSpan};

@@ -97,7 +97,9 @@ impl Config {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| ConfigError(format!("{name}={value:?}: expected a positive integer")))
+                .ok_or_else(|| {
+                    ConfigError(format!("{name}={value:?}: expected a positive integer"))
+                })
         };
         if let Some(v) = var("TRACEWIRE_VIEW_MAX_TRACES") {
             config.limits.max_traces = number("TRACEWIRE_VIEW_MAX_TRACES", v)?;
@@ -134,9 +136,9 @@ impl Drop for Running {
 /// Binds the three listeners and serves them on the current tokio runtime.
 pub async fn serve(config: &Config) -> io::Result<Running> {
     let bind = |what: &'static str, addr: String| async move {
-        TcpListener::bind(&addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for {what} on {addr}: {e}")))
+        TcpListener::bind(&addr).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen for {what} on {addr}: {e}"))
+        })
     };
     let ui = bind("the pages", config.ui.clone()).await?;
     let grpc = bind("OTLP/gRPC", config.otlp_grpc.clone()).await?;
@@ -301,7 +303,13 @@ fn text(value: &AnyValue) -> String {
             let items: Vec<String> = kv
                 .values
                 .iter()
-                .map(|p| format!("{}={}", p.key, p.value.as_ref().map(text).unwrap_or_default()))
+                .map(|p| {
+                    format!(
+                        "{}={}",
+                        p.key,
+                        p.value.as_ref().map(text).unwrap_or_default()
+                    )
+                })
                 .collect();
             format!("{{{}}}", items.join(","))
         }
@@ -311,7 +319,12 @@ fn text(value: &AnyValue) -> String {
 
 fn attributes(list: &[KeyValue]) -> BTreeMap<String, String> {
     list.iter()
-        .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(text).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -391,7 +404,11 @@ pub fn logs_of(request: ExportLogsServiceRequest) -> Vec<LogRecord> {
     let mut out = Vec::new();
     for rl in request.resource_logs {
         for sl in rl.scope_logs {
-            let scope = sl.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let scope = sl
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
             for log in sl.log_records {
                 if log.trace_id.len() != 16 || log.span_id.len() != 8 {
                     continue;

@@ -73,7 +73,12 @@ impl ViewService {
     }
 
     /// Answers one request (only `GET` and `HEAD`).
-    pub fn respond(&self, method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    pub fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
         }
@@ -142,7 +147,11 @@ impl<B> tower::Service<Request<B>> for ViewService {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    respond(status, Bytes::from_static(body.as_bytes()), "text/plain; charset=utf-8")
+    respond(
+        status,
+        Bytes::from_static(body.as_bytes()),
+        "text/plain; charset=utf-8",
+    )
 }
 
 fn html_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {

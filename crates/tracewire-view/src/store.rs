@@ -237,7 +237,11 @@ impl Store {
     pub fn traces(&self, query: &TraceQuery) -> Vec<TraceSummary> {
         let inner = self.lock();
         let limit = if query.limit == 0 { 100 } else { query.limit };
-        let text = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let text = query
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
         let by_id = text.and_then(parse_trace_id);
         let needle = text.map(str::to_lowercase);
         let mut out: Vec<(u64, TraceSummary)> = Vec::new();
@@ -401,11 +405,7 @@ fn root_of(spans: &[SpanRecord]) -> Option<&SpanRecord> {
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     spans
         .iter()
-        .filter(|s| {
-            s.parent_span_id
-                .as_deref()
-                .is_none_or(|p| !ids.contains(p))
-        })
+        .filter(|s| s.parent_span_id.as_deref().is_none_or(|p| !ids.contains(p)))
         .min_by_key(|s| s.start_unix_nano)
         .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nano))
 }
