@@ -160,8 +160,10 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // The whole group: chromedriver and the Chromium it started.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
+            .args(["-s", "KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
             .status();
+        let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 }
