@@ -56,6 +56,9 @@ pub struct ServiceMap {
     pub edges: Vec<MapEdge>,
 }
 
+/// Requests, errors and callee durations of one edge.
+type EdgeTally = (usize, usize, Vec<u64>);
+
 /// Builds the service map from every span in `store`.
 pub fn service_map(store: &Store) -> ServiceMap {
     store.with_spans(|spans| {
@@ -64,7 +67,7 @@ pub fn service_map(store: &Store) -> ServiceMap {
             .map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), *s))
             .collect();
         let mut nodes: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        let mut edges: BTreeMap<(&str, &str, EdgeKind), (usize, usize, Vec<u64>)> = BTreeMap::new();
+        let mut edges: BTreeMap<(&str, &str, EdgeKind), EdgeTally> = BTreeMap::new();
         for span in &spans {
             let node = nodes.entry(span.service.as_str()).or_default();
             node.0 += 1;
@@ -88,13 +91,12 @@ pub fn service_map(store: &Store) -> ServiceMap {
                 if !seen.insert(key) {
                     continue;
                 }
-                if let Some(caller) = by_id.get(&key) {
-                    if caller.kind == wanted
-                        && caller.service != span.service
-                        && !callers.contains(&caller.service.as_str())
-                    {
-                        callers.push(caller.service.as_str());
-                    }
+                if let Some(caller) = by_id.get(&key)
+                    && caller.kind == wanted
+                    && caller.service != span.service
+                    && !callers.contains(&caller.service.as_str())
+                {
+                    callers.push(caller.service.as_str());
                 }
             }
             for caller in callers {

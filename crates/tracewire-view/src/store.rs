@@ -249,25 +249,24 @@ impl Store {
             if trace.spans.is_empty() {
                 continue;
             }
-            if let Some(wanted) = by_id {
-                if *id != wanted {
-                    continue;
-                }
-            } else if let Some(needle) = &needle {
-                if !trace.spans.iter().any(|s| matches_text(s, needle)) {
-                    continue;
-                }
-            }
-            if let Some(service) = &query.service {
-                if !trace.spans.iter().any(|s| &s.service == service) {
-                    continue;
-                }
+            let text_matches = match (by_id, &needle) {
+                (Some(wanted), _) => *id == wanted,
+                (None, Some(needle)) => trace.spans.iter().any(|s| matches_text(s, needle)),
+                (None, None) => true,
+            };
+            let service_matches = query
+                .service
+                .as_ref()
+                .is_none_or(|service| trace.spans.iter().any(|s| &s.service == service));
+            if !text_matches || !service_matches {
+                continue;
             }
             let summary = summarize(*id, trace);
-            if let Some(error) = query.error {
-                if (summary.errors > 0) != error {
-                    continue;
-                }
+            if query
+                .error
+                .is_some_and(|error| (summary.errors > 0) != error)
+            {
+                continue;
             }
             if query
                 .min_duration_nano

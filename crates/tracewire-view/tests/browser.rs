@@ -125,7 +125,7 @@ async fn trace_page_shows_the_waterfall_the_error_and_the_log_lines() {
         browser.texts(".waterfall .span.error summary .mark").await,
         ["error"]
     );
-    assert_eq!(browser.texts("#trace-id").await, [trace_id.clone()]);
+    assert_eq!(browser.texts("#trace-id").await, [trace_id.as_str()]);
 
     // Open the failing span: its attributes, its exception event and its log line.
     let failing = browser
@@ -166,7 +166,7 @@ async fn trace_page_shows_the_waterfall_the_error_and_the_log_lines() {
         browser
             .texts("table.traces tbody tr td:nth-child(2) a")
             .await,
-        [trace_id.clone()]
+        [trace_id.as_str()]
     );
     browser
         .goto(&format!("http://{addr}/_tracewire/?status=ok"))
