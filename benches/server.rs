@@ -3,7 +3,9 @@
 //! tracewire's W3C codec (the default propagator) and with the SDK's `TraceContextPropagator`
 //! (the previous default); a naive hand-written OpenTelemetry layer (the reference: extract
 //! with the SDK propagator, one SDK span with five attributes, ended on the response); tower-http
-//! `TraceLayer` + tracing-opentelemetry, exporting through the same SDK pipeline.
+//! `TraceLayer` + tracing-opentelemetry, exporting through the same SDK pipeline; and
+//! `ServerLayer` with the trace view recording beside the exporter (its span processor and
+//! log layer handing every span and log line to the view's thread).
 //!
 //! Every instrumented variant exports spans through a batch span processor into an exporter
 //! that discards them, and writes its log lines into `io::sink`, so the figures include span
@@ -200,6 +202,15 @@ fn bench(c: &mut Criterion) {
     });
     let codec = || global::set_text_map_propagator(tracewire::propagation::W3cPropagator::new());
     let sdk = || global::set_text_map_propagator(TraceContextPropagator::new());
+    let recorder = tracewire_view::Recorder::new("bench", tracewire_view::Limits::default());
+    recorder.enable();
+    let viewed = SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .with_span_processor(recorder.processor())
+        .with_sampler(Sampler::AlwaysOn)
+        .build();
+    global::set_tracer_provider(viewed.clone());
+    let tracewire_viewed = router().layer(tracewire::http::ServerLayer::new());
 
     let peer_provider = provider(Sampler::AlwaysOn);
     let peer = router().layer(tower_http::trace::TraceLayer::new_for_http());
@@ -246,6 +257,12 @@ fn bench(c: &mut Criterion) {
         });
     }
     {
+        let _logs = tracing::subscriber::set_default(json_to_sink().with(recorder.log_layer()));
+        group.bench_function("tracewire_sampled_with_view", |b| {
+            b.to_async(&rt).iter(|| drive(&tracewire_viewed));
+        });
+    }
+    {
         let otel = tracing_opentelemetry::layer().with_tracer(peer_provider.tracer("peer"));
         let subscriber = tracing_subscriber::registry().with(otel).with(
             tracing_subscriber::fmt::layer()
@@ -261,6 +278,12 @@ fn bench(c: &mut Criterion) {
     let _ = sampled.shutdown();
     let _ = unsampled.shutdown();
     let _ = peer_provider.shutdown();
+    let _ = viewed.shutdown();
+    eprintln!(
+        "view: {} spans and log lines dropped at the hand-off, {:?}",
+        recorder.dropped(),
+        recorder.store().stats()
+    );
 }
 
 criterion_group! {

@@ -5,10 +5,12 @@
 //! curl -i -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
 //!     127.0.0.1:3000/users/7
 //! curl 127.0.0.1:3000/metrics
+//! # the trace, in a browser:
+//! #   http://127.0.0.1:3000/_tracewire/traces/4bf92f3577b34da6a3ce929d0e0e4736
 //! ```
 //!
 //! Serves on `LISTEN_ADDR` (default `127.0.0.1:3000`): `GET /users/{id}`, `GET /fail` (500),
-//! `GET /metrics`. Inner functions carry `#[tracewire::traced]` (a child span and the
+//! `GET /metrics`, and the trace view under `/_tracewire/`. Inner functions carry `#[tracewire::traced]` (a child span and the
 //! `function.calls*` metrics each); serving a user emits the `user.viewed` event. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
 //! Stops gracefully on SIGINT or SIGTERM, flushing telemetry.
 
@@ -156,7 +158,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/users/{id}", get(get_user))
         .route("/fail", get(fail))
         .route_service("/metrics", telemetry.metrics_service())
-        .layer(tracewire::http::ServerLayer::new());
+        .layer(tracewire::http::ServerLayer::new())
+        // Outside the layer: looking at traces records none.
+        .nest_service("/_tracewire", telemetry.view_service());
 
     let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

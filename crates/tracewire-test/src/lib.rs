@@ -6,11 +6,16 @@
 //!   these are process-wide globals.
 //! - [`OtlpReceiver`] is a real OTLP endpoint (gRPC and HTTP/protobuf on loopback ports) that
 //!   decodes what exporters send with `opentelemetry-proto`, to check what goes over the wire.
+//! - `Browser` (feature `browser`) drives headless Chromium over WebDriver, for pages.
 //! - [`SpanDataExt`] and [`MetricPoint`] make assertions short and readable.
 
+#[cfg(feature = "browser")]
+mod browser;
 mod capture;
 mod otlp;
 
+#[cfg(feature = "browser")]
+pub use browser::Browser;
 pub use capture::{Capture, MetricPoint, PointValue, SpanDataExt, trace_id_of};
 pub use otlp::{OtlpReceiver, ReceivedMetricPoint, ReceivedSpan};
 

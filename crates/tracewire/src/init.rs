@@ -277,6 +277,7 @@ impl Builder {
             &self.attributes,
         );
 
+        let view = crate::view::View::new(&resource, &self.sensitive);
         let failed_spans = Arc::new(AtomicU64::new(0));
         let parent_based = match &self.sampler {
             Some(sampler) => matches!(sampler, Sampler::ParentBased(_)),
@@ -296,6 +297,7 @@ impl Builder {
                 failed: failed_spans.clone(),
             });
         }
+        tracer_builder = view.add_processor(tracer_builder);
         let tracer_provider = tracer_builder.build();
 
         let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
@@ -335,10 +337,12 @@ impl Builder {
                 Some(writer) => tracing_subscriber::registry()
                     .with(filter)
                     .with(layer.with_writer(writer))
+                    .with(view.log_layer())
                     .try_init(),
                 None => tracing_subscriber::registry()
                     .with(filter)
                     .with(layer)
+                    .with(view.log_layer())
                     .try_init(),
             };
             result.map_err(|_| InitError::SubscriberAlreadySet)?;
@@ -374,6 +378,7 @@ impl Builder {
             otlp_metrics,
             _export_failures: export_failures,
             shut_down: false,
+            view,
         })
     }
 }
@@ -586,6 +591,8 @@ pub struct Telemetry {
     otlp_metrics: bool,
     _export_failures: opentelemetry::metrics::ObservableCounter<u64>,
     shut_down: bool,
+    #[cfg_attr(not(feature = "view"), allow(dead_code))]
+    pub(crate) view: crate::view::View,
 }
 
 impl fmt::Debug for Telemetry {

@@ -33,15 +33,22 @@
 //! - `macros`: `#[traced]` and `#[derive(Event)]`.
 //! - `amqp`: RabbitMQ instrumentation for lapin.
 //! - `kafka`: Kafka instrumentation for rdkafka.
+//! - `view`: the embedded trace view, `Telemetry::view_service()`.
 //! - `full`: all of the above.
 
 mod init;
 mod metrics_service;
 pub mod ops;
 mod resource;
+mod view;
 
 pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
 pub use metrics_service::MetricsService;
+/// The embedded trace view: what [`Telemetry::view_service`] serves.
+#[cfg(feature = "view")]
+pub mod trace_view {
+    pub use crate::view::{DEFAULT_BASE, Limits, ViewService};
+}
 
 pub use tracewire_core::RequestId;
 pub use tracewire_core::context::in_current_context;
