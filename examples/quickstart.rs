@@ -8,14 +8,14 @@
 //! ```
 //!
 //! Serves on `LISTEN_ADDR` (default `127.0.0.1:3000`): `GET /users/{id}`, `GET /fail` (500),
-//! `GET /metrics`. Inner functions carry `#[tracewire::traced]` (a child span and the
+//! `GET /slow?ms=N` (answers 200 after N ms), `GET /metrics`. Inner functions carry `#[tracewire::traced]` (a child span and the
 //! `function.calls*` metrics each); serving a user emits the `user.viewed` event. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
 //! Stops gracefully on SIGINT or SIGTERM, flushing telemetry.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -102,6 +102,24 @@ async fn check_database() -> Result<(), DatabaseUnavailable> {
     Err(DatabaseUnavailable)
 }
 
+#[derive(serde::Deserialize)]
+struct SlowParams {
+    ms: Option<u64>,
+}
+
+/// Sleeps `ms` milliseconds (at most 10 s), then answers 200: a slow request to see kept.
+async fn slow(Query(params): Query<SlowParams>) -> &'static str {
+    let ms = params.ms.unwrap_or(0).min(10_000);
+    wait(ms).await;
+    "done\n"
+}
+
+/// The slow part of `/slow`: a child span lasting `ms` milliseconds.
+#[tracewire::traced]
+async fn wait(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let telemetry = match tracewire::builder()
@@ -118,6 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/users/{id}", get(get_user))
         .route("/fail", get(fail))
+        .route("/slow", get(slow))
         .route_service("/metrics", telemetry.metrics_service())
         .layer(tracewire::http::ServerLayer::new());
 

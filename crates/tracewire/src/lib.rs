@@ -38,6 +38,7 @@
 mod init;
 mod metrics_service;
 mod resource;
+pub mod sampling;
 
 pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
 pub use metrics_service::MetricsService;
