@@ -39,12 +39,11 @@ async fn handler(Query(p): Query<Params>) -> &'static str {
     if let Some(ms) = p.hold {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    // Work that outlives the request: its span ends after the server span.
-    let cx = Context::current();
+    // Work that outlives the request: its span starts now and ends after the server span.
+    let mut span = tracer.start_with_context("late work", &Context::current());
     let fail = p.fail.unwrap_or(false);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let mut span = tracer.start_with_context("late work", &cx);
         if fail {
             span.set_status(Status::error("late failure"));
         }

@@ -21,12 +21,10 @@ pub(crate) fn threshold(ratio: f64) -> Option<u64> {
     if ratio >= 1.0 {
         return Some(0);
     }
-    let t = ((1.0 - ratio) * MAX as f64).round();
-    if t >= MAX as f64 {
-        None
-    } else {
-        Some(t as u64)
-    }
+    // 2^56 − round(ratio × 2^56): the product is exact in f64 for the small end, where
+    // (1 − ratio) × 2^56 would lose the low bits.
+    let kept = (ratio * MAX as f64).round() as u64;
+    if kept == 0 { None } else { Some(MAX - kept.min(MAX)) }
 }
 
 /// The `th` value of `threshold`: 14 hex digits without trailing zeros (`0` for "keep all").
@@ -97,11 +95,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thresholds_follow_the_specification_examples() {
+    fn thresholds_reject_the_complement_of_the_ratio() {
         assert_eq!(threshold(1.0).map(encode_threshold).as_deref(), Some("0"));
         assert_eq!(threshold(0.5).map(encode_threshold).as_deref(), Some("8"));
         assert_eq!(threshold(0.25).map(encode_threshold).as_deref(), Some("c"));
-        assert_eq!(threshold(0.1).map(encode_threshold).as_deref(), Some("e6666666666666"));
+        assert_eq!(threshold(0.1), Some(MAX - 7_205_759_403_792_794));
+        assert_eq!(threshold(1e-20), None);
         assert_eq!(threshold(0.0), None);
         assert_eq!(threshold(f64::NAN), None);
     }
