@@ -13,7 +13,11 @@ use common::{get, trace_id_of};
 use tracewire_test::{OtlpReceiver, ReceivedSpan};
 
 fn quickstart(env: &[(&str, &str)]) -> Service {
-    Service::start(env!("CARGO_BIN_EXE_quickstart"), "quickstart listening", env)
+    Service::start(
+        env!("CARGO_BIN_EXE_quickstart"),
+        "quickstart listening",
+        env,
+    )
 }
 
 /// The value of the first `/metrics` sample named `name` whose labels include all `labels`.
@@ -184,19 +188,40 @@ async fn quickstart_at_ratio_zero_exports_failing_and_slow_traces_whole_with_exe
     let exemplar_lines: Vec<&str> = open
         .body
         .lines()
-        .filter(|l| l.starts_with("http_server_request_duration_seconds_bucket") && l.contains(" # {"))
+        .filter(|l| {
+            l.starts_with("http_server_request_duration_seconds_bucket") && l.contains(" # {")
+        })
         .collect();
     assert!(!exemplar_lines.is_empty(), "{}", open.body);
     for line in &exemplar_lines {
-        let id = line.split("trace_id=\"").nth(1).unwrap().split('"').next().unwrap();
-        assert!(exported.contains(id), "exemplar of an unexported trace: {line}");
+        let id = line
+            .split("trace_id=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(
+            exported.contains(id),
+            "exemplar of an unexported trace: {line}"
+        );
     }
-    assert!(exemplar_lines.iter().any(|l| l.contains("http_route=\"/fail\"")));
-    assert!(exemplar_lines.iter().any(|l| l.contains("http_route=\"/slow\"")));
     assert!(
-        open.body.lines().any(|l| l.starts_with("function_calls_duration_seconds_bucket")
-            && l.contains("function=\"check_database\"")
-            && l.contains(" # {trace_id=\"")),
+        exemplar_lines
+            .iter()
+            .any(|l| l.contains("http_route=\"/fail\""))
+    );
+    assert!(
+        exemplar_lines
+            .iter()
+            .any(|l| l.contains("http_route=\"/slow\""))
+    );
+    assert!(
+        open.body
+            .lines()
+            .any(|l| l.starts_with("function_calls_duration_seconds_bucket")
+                && l.contains("function=\"check_database\"")
+                && l.contains(" # {trace_id=\"")),
         "no #[traced] exemplar: {}",
         open.body
     );
@@ -204,7 +229,15 @@ async fn quickstart_at_ratio_zero_exports_failing_and_slow_traces_whole_with_exe
     let series = |text: &str| -> BTreeSet<String> {
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| l.split(" # ").next().unwrap().rsplit_once(' ').unwrap().0.to_owned())
+            .map(|l| {
+                l.split(" # ")
+                    .next()
+                    .unwrap()
+                    .rsplit_once(' ')
+                    .unwrap()
+                    .0
+                    .to_owned()
+            })
             .filter(|s| !s.starts_with("http_server") && !s.starts_with("tracewire_sampling"))
             .collect()
     };
@@ -218,7 +251,9 @@ async fn quickstart_at_ratio_zero_exports_failing_and_slow_traces_whole_with_exe
             .into_iter()
             .filter(|e| e.name == "http.server.request.duration")
             .collect();
-        if found.iter().any(|e| e.attributes.get("http.route").map(String::as_str) == Some("/slow"))
+        if found
+            .iter()
+            .any(|e| e.attributes.get("http.route").map(String::as_str) == Some("/slow"))
             || Instant::now() > deadline
         {
             break found;
@@ -227,8 +262,14 @@ async fn quickstart_at_ratio_zero_exports_failing_and_slow_traces_whole_with_exe
     };
     assert!(!otlp.is_empty(), "no exemplar over OTLP");
     for e in &otlp {
-        assert!(exported.contains(&e.trace_id), "OTLP exemplar of an unexported trace: {e:?}");
-        let span = spans.iter().find(|s| s.span_id == e.span_id).expect("exemplar span exported");
+        assert!(
+            exported.contains(&e.trace_id),
+            "OTLP exemplar of an unexported trace: {e:?}"
+        );
+        let span = spans
+            .iter()
+            .find(|s| s.span_id == e.span_id)
+            .expect("exemplar span exported");
         assert_eq!(span.attributes["http.route"], e.attributes["http.route"]);
     }
     let slow_exemplar = otlp
@@ -254,9 +295,16 @@ async fn quickstart_at_ratio_zero_exports_failing_and_slow_traces_whole_with_exe
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert!(!stored.is_empty(), "Prometheus stored no exemplar: {}", prometheus.log());
+    assert!(
+        !stored.is_empty(),
+        "Prometheus stored no exemplar: {}",
+        prometheus.log()
+    );
     for id in &stored {
-        assert!(exported.contains(id), "Prometheus exemplar of an unexported trace {id}");
+        assert!(
+            exported.contains(id),
+            "Prometheus exemplar of an unexported trace {id}"
+        );
     }
     // The series Prometheus stored from the OpenMetrics scrape have today's names.
     let users = prometheus
@@ -295,7 +343,11 @@ async fn two_services_at_a_quarter_keep_the_same_traces() {
         ("OTEL_SERVICE_NAME", "gateway"),
         ("UPSTREAM_URL", upstream_url.as_str()),
     ]);
-    let gateway = Service::start(env!("CARGO_BIN_EXE_gateway"), "gateway listening", &gateway_env);
+    let gateway = Service::start(
+        env!("CARGO_BIN_EXE_gateway"),
+        "gateway listening",
+        &gateway_env,
+    );
 
     let mut sampled = BTreeSet::new();
     let mut all = BTreeSet::new();
@@ -323,8 +375,14 @@ async fn two_services_at_a_quarter_keep_the_same_traces() {
     };
     let gateway_kept = of("gateway");
     let upstream_kept = of("upstream");
-    assert_eq!(gateway_kept, upstream_kept, "the two services kept different traces");
-    assert_eq!(gateway_kept, sampled, "the response flag tells which traces were kept");
+    assert_eq!(
+        gateway_kept, upstream_kept,
+        "the two services kept different traces"
+    );
+    assert_eq!(
+        gateway_kept, sampled,
+        "the response flag tells which traces were kept"
+    );
     assert!(
         (20..=90).contains(&gateway_kept.len()),
         "{} of 200 kept at 0.25",
@@ -337,14 +395,22 @@ async fn two_services_at_a_quarter_keep_the_same_traces() {
             .filter(|s| &s.trace_id == id)
             .map(|s| s.name.as_str())
             .collect();
-        assert!(names.contains("GET /users/{id}") && names.contains("GET") && names.contains("load_user"), "{names:?}");
+        assert!(
+            names.contains("GET /users/{id}")
+                && names.contains("GET")
+                && names.contains("load_user"),
+            "{names:?}"
+        );
     }
     // The threshold travels in tracestate: ot=th:c is a quarter.
     let upstream_server = spans
         .iter()
         .find(|s| s.resource["service.name"] == "upstream" && s.kind == 2)
         .unwrap();
-    assert!(upstream_server.trace_state.contains("ot=th:c"), "{upstream_server:?}");
+    assert!(
+        upstream_server.trace_state.contains("ot=th:c"),
+        "{upstream_server:?}"
+    );
 }
 
 /// Synthetic requests are kept and marked, rules keep what they name, allow-listed baggage
@@ -358,13 +424,24 @@ async fn synthetic_rules_and_breadcrumbs() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ("TRACEWIRE_SAMPLING_RATIO", "0"),
-        ("TRACEWIRE_SAMPLING_RULES", "name:GET /slow=always,route:/metrics=never"),
-        ("TRACEWIRE_BAGGAGE_ATTRIBUTES", "feature_flag.*,user.journey"),
+        (
+            "TRACEWIRE_SAMPLING_RULES",
+            "name:GET /slow=always,route:/metrics=never",
+        ),
+        (
+            "TRACEWIRE_BAGGAGE_ATTRIBUTES",
+            "feature_flag.*,user.journey",
+        ),
     ]);
     let baggage = "synthetic=probe,feature_flag.checkout=on,user.journey=signup,secret=x";
     let synthetic = get(&app.url("/users/5"), &[("baggage", baggage)]).await;
     let synthetic_id = trace_id_of(synthetic.headers["traceparent"].to_str().unwrap()).to_owned();
-    assert!(synthetic.headers["traceparent"].to_str().unwrap().ends_with("-01"));
+    assert!(
+        synthetic.headers["traceparent"]
+            .to_str()
+            .unwrap()
+            .ends_with("-01")
+    );
     let failing = get(&app.url("/fail"), &[("baggage", "feature_flag.beta=true")]).await;
     let failing_id = trace_id_of(failing.headers["traceparent"].to_str().unwrap()).to_owned();
     let ruled = get(&app.url("/slow?ms=0"), &[]).await;
@@ -377,14 +454,23 @@ async fn synthetic_rules_and_breadcrumbs() {
     let spans = receiver.spans();
     let traces = by_trace(&spans);
     let kept: BTreeSet<&String> = traces.keys().collect();
-    assert_eq!(kept, BTreeSet::from([&synthetic_id, &failing_id, &ruled_id]));
+    assert_eq!(
+        kept,
+        BTreeSet::from([&synthetic_id, &failing_id, &ruled_id])
+    );
     assert!(!traces.contains_key(&ordinary_id));
 
     let synthetic_spans = &traces[&synthetic_id];
     let names: BTreeSet<&str> = synthetic_spans.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, BTreeSet::from(["GET /users/{id}", "load_user", "fetch_profile"]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["GET /users/{id}", "load_user", "fetch_profile"])
+    );
     for span in synthetic_spans {
-        assert_eq!(span.attributes["user_agent.synthetic.type"], "probe", "{span:?}");
+        assert_eq!(
+            span.attributes["user_agent.synthetic.type"], "probe",
+            "{span:?}"
+        );
         assert_eq!(span.attributes["feature_flag.checkout"], "on");
         assert_eq!(span.attributes["user.journey"], "signup");
         assert!(!span.attributes.contains_key("secret"));
@@ -393,7 +479,13 @@ async fn synthetic_rules_and_breadcrumbs() {
         assert_eq!(span.attributes["feature_flag.beta"], "true");
         assert!(!span.attributes.contains_key("user_agent.synthetic.type"));
     }
-    let decision = |d: &str| sample(&metrics, "tracewire_sampling_decisions_total", &[&format!("decision=\"{d}\"")]);
+    let decision = |d: &str| {
+        sample(
+            &metrics,
+            "tracewire_sampling_decisions_total",
+            &[&format!("decision=\"{d}\"")],
+        )
+    };
     assert_eq!(decision("forced"), Some(1.0));
     assert_eq!(decision("rule"), Some(1.0));
     assert_eq!(decision("error"), Some(1.0));
@@ -403,9 +495,21 @@ async fn synthetic_rules_and_breadcrumbs() {
 #[test]
 fn invalid_sampling_settings_stop_the_service_with_the_variable_named() {
     for (var, value, expected) in [
-        ("TRACEWIRE_SAMPLING_RATIO", "1.5", "TRACEWIRE_SAMPLING_RATIO=\"1.5\" is invalid"),
-        ("TRACEWIRE_SAMPLING_SLOW", "soon", "TRACEWIRE_SAMPLING_SLOW=\"soon\" is invalid"),
-        ("TRACEWIRE_SAMPLING_RULES", "colour:red=always", "TRACEWIRE_SAMPLING_RULES="),
+        (
+            "TRACEWIRE_SAMPLING_RATIO",
+            "1.5",
+            "TRACEWIRE_SAMPLING_RATIO=\"1.5\" is invalid",
+        ),
+        (
+            "TRACEWIRE_SAMPLING_SLOW",
+            "soon",
+            "TRACEWIRE_SAMPLING_SLOW=\"soon\" is invalid",
+        ),
+        (
+            "TRACEWIRE_SAMPLING_RULES",
+            "colour:red=always",
+            "TRACEWIRE_SAMPLING_RULES=",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
             .env("LISTEN_ADDR", "127.0.0.1:0")

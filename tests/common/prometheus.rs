@@ -45,7 +45,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--enable-feature=exemplar-storage")
             .stdout(Stdio::null())
@@ -61,7 +64,9 @@ impl Prometheus {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            let ready = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
                 && get(&prometheus.api("/-/ready"), &[]).await.status == 200;
             if ready {
                 break;
@@ -105,9 +110,16 @@ impl Prometheus {
 
     /// `GET /api/v1/query` (an instant query): the `data.result` array.
     pub async fn query(&self, query: &str) -> Vec<Value> {
-        let answer = get(&self.api(&format!("/api/v1/query?query={}", encode(query))), &[]).await;
+        let answer = get(
+            &self.api(&format!("/api/v1/query?query={}", encode(query))),
+            &[],
+        )
+        .await;
         let body: Value = serde_json::from_str(&answer.body).unwrap();
-        body["data"]["result"].as_array().cloned().unwrap_or_default()
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -112,6 +112,7 @@ pub enum OtlpProtocol {
 /// | metric export interval | `OTEL_METRIC_EXPORT_INTERVAL` | 60 s |
 /// | exporters off | `OTEL_TRACES_EXPORTER=none`, `OTEL_METRICS_EXPORTER=none` | on |
 /// | log filter | `RUST_LOG` | `info` |
+/// | sampling | `TRACEWIRE_SAMPLING_RATIO`, `_SLOW`, `_RULES`, … ([`crate::sampling`]) | keep all; failing, slow, synthetic always |
 ///
 /// Spans are exported in batches on a background thread through a bounded queue: when the
 /// collector is down, spans are dropped (and counted in

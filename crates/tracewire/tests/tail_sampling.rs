@@ -187,5 +187,8 @@ async fn too_many_traces_in_flight_are_decided_early_and_counted() {
         r.await.unwrap();
     }
     let overflowed = p.decisions.overflow("traces") - before;
-    assert!(overflowed >= 4, "8 traces at once, room for 3: {overflowed}");
+    assert!(
+        overflowed >= 4,
+        "8 traces at once, room for 3: {overflowed}"
+    );
 }

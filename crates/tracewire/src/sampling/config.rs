@@ -186,7 +186,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration such as `250ms` or `2s`"))?;
     if !value.is_finite() || value < 0.0 {
-        return Err(format!("{text:?} is not a duration such as `250ms` or `2s`"));
+        return Err(format!(
+            "{text:?} is not a duration such as `250ms` or `2s`"
+        ));
     }
     Duration::try_from_secs_f64(value * scale)
         .map_err(|_| format!("{text:?} is not a duration such as `250ms` or `2s`"))
@@ -319,14 +321,14 @@ impl Options {
             (None, None) => Vec::new(),
         };
         for rule in &rules {
-            if let Action::Ratio(r) = rule.action {
-                if !(0.0..=1.0).contains(&r) {
-                    return Err(invalid(
-                        "Builder::sampling_rule",
-                        &r.to_string(),
-                        "rule ratio not between 0.0 and 1.0".to_owned(),
-                    ));
-                }
+            if let Action::Ratio(r) = rule.action
+                && !(0.0..=1.0).contains(&r)
+            {
+                return Err(invalid(
+                    "Builder::sampling_rule",
+                    &r.to_string(),
+                    "rule ratio not between 0.0 and 1.0".to_owned(),
+                ));
             }
         }
         let parent_based = match (self.parent_based, env(PARENT_BASED)) {

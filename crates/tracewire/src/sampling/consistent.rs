@@ -24,7 +24,11 @@ pub(crate) fn threshold(ratio: f64) -> Option<u64> {
     // 2^56 − round(ratio × 2^56): the product is exact in f64 for the small end, where
     // (1 − ratio) × 2^56 would lose the low bits.
     let kept = (ratio * MAX as f64).round() as u64;
-    if kept == 0 { None } else { Some(MAX - kept.min(MAX)) }
+    if kept == 0 {
+        None
+    } else {
+        Some(MAX - kept.min(MAX))
+    }
 }
 
 /// The `th` value of `threshold`: 14 hex digits without trailing zeros (`0` for "keep all").
@@ -41,12 +45,11 @@ pub(crate) fn encode_threshold(threshold: u64) -> String {
 /// The 56 bits of randomness of a trace: `rv` from the `ot` entry when valid, else the low
 /// 56 bits of the trace id.
 pub(crate) fn randomness(trace_id: TraceId, trace_state: &TraceState) -> u64 {
-    if let Some(rv) = trace_state.get("ot").and_then(|ot| sub_value(ot, "rv")) {
-        if rv.len() == 14 {
-            if let Ok(value) = u64::from_str_radix(rv, 16) {
-                return value & MASK;
-            }
-        }
+    if let Some(rv) = trace_state.get("ot").and_then(|ot| sub_value(ot, "rv"))
+        && rv.len() == 14
+        && let Ok(value) = u64::from_str_radix(rv, 16)
+    {
+        return value & MASK;
     }
     (u128::from_be_bytes(trace_id.to_bytes()) as u64) & MASK
 }
@@ -126,8 +129,8 @@ mod tests {
 
     #[test]
     fn the_threshold_is_written_into_ot_keeping_other_entries() {
-        let ts = TraceState::from_key_value([("ot", "rv:00000000000001"), ("vendor", "x")])
-            .unwrap();
+        let ts =
+            TraceState::from_key_value([("ot", "rv:00000000000001"), ("vendor", "x")]).unwrap();
         let out = with_threshold(&ts, Some("c"));
         assert_eq!(out.get("ot"), Some("th:c;rv:00000000000001"));
         assert_eq!(out.get("vendor"), Some("x"));

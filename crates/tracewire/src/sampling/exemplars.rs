@@ -174,13 +174,7 @@ pub(crate) fn offer(span: &SpanData) {
                 .strip_prefix(&*module)
                 .and_then(|f| f.strip_prefix("::"))
                 .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    qualified
-                        .rsplit("::")
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned()
-                });
+                .unwrap_or_else(|| qualified.rsplit("::").next().unwrap_or_default().to_owned());
             attributes.push(KeyValue::new(Key::from_static_str("function"), function));
             attributes.push(KeyValue::new(
                 Key::from_static_str("module"),
@@ -229,10 +223,13 @@ where
     I: Iterator<Item = (&'a str, String)> + Clone,
 {
     let mut out = vec![None; DURATION_BOUNDARIES_SECONDS.len() + 1];
-    let Some(index) = HISTOGRAMS
-        .iter()
-        .position(|(otel, prom)| if prometheus { *prom == metric } else { *otel == metric })
-    else {
+    let Some(index) = HISTOGRAMS.iter().position(|(otel, prom)| {
+        if prometheus {
+            *prom == metric
+        } else {
+            *otel == metric
+        }
+    }) else {
         return out;
     };
     let histogram = store().histograms[index]
@@ -242,7 +239,10 @@ where
         let Some(slot) = out.get_mut(exemplar.bucket) else {
             continue;
         };
-        if slot.as_ref().is_some_and(|e: &Exemplar| e.time >= exemplar.time) {
+        if slot
+            .as_ref()
+            .is_some_and(|e: &Exemplar| e.time >= exemplar.time)
+        {
             continue;
         }
         if exemplar.matches(point.clone(), prometheus) {
@@ -254,10 +254,8 @@ where
 
 /// Whether any exemplar is stored (a cheap check before decoding an export).
 pub(crate) fn any() -> bool {
-    store().histograms.iter().any(|h| {
-        !h.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .slots
-            .is_empty()
-    })
+    store()
+        .histograms
+        .iter()
+        .any(|h| !h.lock().unwrap_or_else(|p| p.into_inner()).slots.is_empty())
 }

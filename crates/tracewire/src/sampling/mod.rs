@@ -51,7 +51,8 @@ pub(crate) fn configure<E: SpanExporter + 'static>(
 ) -> (TracerProviderBuilder, Option<Arc<Decisions>>) {
     match (setup, exporter) {
         (Some(setup), Some(exporter)) => {
-            let tail = TailProcessor::from_setup(BatchSpanProcessor::builder(exporter).build(), setup);
+            let tail =
+                TailProcessor::from_setup(BatchSpanProcessor::builder(exporter).build(), setup);
             let decisions = tail.decisions();
             (
                 builder
@@ -84,7 +85,9 @@ pub(crate) fn counters(decisions: Arc<Decisions>) -> Counters {
     let decisions_counter = meter
         .u64_observable_counter("tracewire.sampling.decisions")
         .with_unit("{trace}")
-        .with_description("Trace parts decided by the sampler, by the reason they were kept or dropped")
+        .with_description(
+            "Trace parts decided by the sampler, by the reason they were kept or dropped",
+        )
         .with_callback(move |o| {
             for (decision, count) in observed.decisions() {
                 o.observe(count, &[KeyValue::new("decision", decision)]);

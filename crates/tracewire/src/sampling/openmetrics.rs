@@ -75,7 +75,14 @@ fn labels(metric: &Metric, extra: Option<(&str, &str)>, out: &mut String) {
     out.push('}');
 }
 
-fn sample(name: &str, suffix: &str, metric: &Metric, extra: Option<(&str, &str)>, value: f64, out: &mut String) {
+fn sample(
+    name: &str,
+    suffix: &str,
+    metric: &Metric,
+    extra: Option<(&str, &str)>,
+    value: f64,
+    out: &mut String,
+) {
     out.push_str(name);
     out.push_str(suffix);
     labels(metric, extra, out);
@@ -123,7 +130,14 @@ pub(crate) fn encode(families: &[MetricFamily]) -> String {
                     let s = m.get_summary();
                     for q in s.get_quantile() {
                         let quantile = q.quantile().to_string();
-                        sample(name, "", m, Some(("quantile", &quantile)), q.value(), &mut out);
+                        sample(
+                            name,
+                            "",
+                            m,
+                            Some(("quantile", &quantile)),
+                            q.value(),
+                            &mut out,
+                        );
                         out.push('\n');
                     }
                     sample(name, "_sum", m, None, s.sample_sum(), &mut out);
@@ -166,22 +180,22 @@ fn histogram(name: &str, m: &Metric, out: &mut String) {
     for (i, (le, count)) in buckets.iter().enumerate() {
         sample(name, "_bucket", m, Some(("le", le)), *count as f64, out);
         // Exemplars follow the tracewire duration buckets, which these histograms use.
-        if buckets.len() == exemplars.len() {
-            if let Some(Some(e)) = exemplars.get(i) {
-                let seconds = e
-                    .time
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or_default();
-                let _ = write!(
-                    out,
-                    " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
-                    e.trace_id_hex(),
-                    e.span_id_hex(),
-                    number(e.value),
-                    seconds
-                );
-            }
+        if buckets.len() == exemplars.len()
+            && let Some(Some(e)) = exemplars.get(i)
+        {
+            let seconds = e
+                .time
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            let _ = write!(
+                out,
+                " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
+                e.trace_id_hex(),
+                e.span_id_hex(),
+                number(e.value),
+                seconds
+            );
         }
         out.push('\n');
     }

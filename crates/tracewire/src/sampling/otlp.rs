@@ -32,14 +32,21 @@ impl ExemplarClient {
     /// (`OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s), or `None`
     /// when it cannot be built (the exporter then uses its own, without exemplars).
     pub(crate) fn new() -> Option<Self> {
-        let timeout = ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
-            .iter()
-            .find_map(|var| std::env::var(var).ok()?.trim().parse::<u64>().ok())
-            .map_or(Duration::from_secs(10), Duration::from_millis);
+        let timeout = [
+            "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ]
+        .iter()
+        .find_map(|var| std::env::var(var).ok()?.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis);
         // The blocking client owns a runtime of its own: build it off any async context.
         std::thread::Builder::new()
             .name("tracewire-otlp-client".to_owned())
-            .spawn(move || reqwest::blocking::Client::builder().timeout(timeout).build())
+            .spawn(move || {
+                reqwest::blocking::Client::builder()
+                    .timeout(timeout)
+                    .build()
+            })
             .ok()?
             .join()
             .ok()?
@@ -91,7 +98,10 @@ pub(crate) fn add(export: &mut ExportMetricsServiceRequest) -> usize {
         .flat_map(|rm| rm.scope_metrics.iter_mut())
         .flat_map(|sm| sm.metrics.iter_mut())
     {
-        if !exemplars::HISTOGRAMS.iter().any(|(name, _)| *name == metric.name) {
+        if !exemplars::HISTOGRAMS
+            .iter()
+            .any(|(name, _)| *name == metric.name)
+        {
             continue;
         }
         let Some(metric::Data::Histogram(histogram)) = &mut metric.data else {

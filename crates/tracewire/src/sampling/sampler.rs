@@ -85,7 +85,13 @@ impl ConsistentSampler {
         )
     }
 
-    fn build(ratio: f64, rules: Vec<Rule>, parent_based: bool, synthetic_key: String, tail: bool) -> Self {
+    fn build(
+        ratio: f64,
+        rules: Vec<Rule>,
+        parent_based: bool,
+        synthetic_key: String,
+        tail: bool,
+    ) -> Self {
         let threshold = consistent::threshold(ratio);
         let has_always = rules.iter().any(|r| r.action() == Action::Always);
         let rules = rules
@@ -179,7 +185,9 @@ impl ShouldSample for ConsistentSampler {
         }
 
         // This span starts this process's part of the trace.
-        if !inner.synthetic_key.is_empty() && cx.baggage().get(inner.synthetic_key.as_str()).is_some() {
+        if !inner.synthetic_key.is_empty()
+            && cx.baggage().get(inner.synthetic_key.as_str()).is_some()
+        {
             remember(trace_id, Reason::Forced);
             return result(
                 SamplingDecision::RecordAndSample,

@@ -181,7 +181,14 @@ impl<P: SpanProcessor> TailProcessor<P> {
     /// Keeps traces whose local root lasted at least `slow`, failing and synthetic traces,
     /// and what the head kept; forwards them to `next`.
     pub fn new(next: P, slow: Duration) -> Self {
-        Self::build(next, slow, Limits::default(), "synthetic".to_owned(), Vec::new(), false)
+        Self::build(
+            next,
+            slow,
+            Limits::default(),
+            "synthetic".to_owned(),
+            Vec::new(),
+            false,
+        )
     }
 
     /// With other bounds than [`Limits::default`].
@@ -284,11 +291,11 @@ impl<P: SpanProcessor> TailProcessor<P> {
             return false;
         }
         let mut forced = false;
-        if !state.synthetic_key.is_empty() {
-            if let Some(value) = baggage.get(state.synthetic_key.as_str()) {
-                span.set_attribute(KeyValue::new(SYNTHETIC_TYPE, value.as_str().to_owned()));
-                forced = true;
-            }
+        if !state.synthetic_key.is_empty()
+            && let Some(value) = baggage.get(state.synthetic_key.as_str())
+        {
+            span.set_attribute(KeyValue::new(SYNTHETIC_TYPE, value.as_str().to_owned()));
+            forced = true;
         }
         if !state.breadcrumbs.is_empty() {
             for (key, (value, _)) in baggage.iter() {
@@ -325,11 +332,11 @@ impl<P: SpanProcessor> SpanProcessor for TailProcessor<P> {
                     _ => Why::Ratio,
                 });
             }
-            if state.track_sampled {
-                if let Some(entry) = state.shard(trace_id).get_mut(&trace_id) {
-                    entry.open += 1;
-                    entry.head.get_or_insert(Why::Rule);
-                }
+            if state.track_sampled
+                && let Some(entry) = state.shard(trace_id).get_mut(&trace_id)
+            {
+                entry.open += 1;
+                entry.head.get_or_insert(Why::Rule);
             }
             return;
         }
@@ -368,7 +375,7 @@ impl<P: SpanProcessor> SpanProcessor for TailProcessor<P> {
             }
         }
         let tick = state.ticks.fetch_add(1, Ordering::Relaxed);
-        if tick % SWEEP_EVERY == 0 {
+        if tick.is_multiple_of(SWEEP_EVERY) {
             self.sweep(((tick / SWEEP_EVERY) as usize) % SHARDS);
         }
     }
@@ -424,12 +431,12 @@ impl<P: SpanProcessor> SpanProcessor for TailProcessor<P> {
                     }
                 }
             }
-            if entry.open == 0 {
-                if let Some(mut entry) = map.remove(&trace_id) {
-                    state.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    if entry.decided.is_none() {
-                        entry.decide(&state.decisions, &mut out);
-                    }
+            if entry.open == 0
+                && let Some(mut entry) = map.remove(&trace_id)
+            {
+                state.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if entry.decided.is_none() {
+                    entry.decide(&state.decisions, &mut out);
                 }
             }
         }
