@@ -10,14 +10,14 @@
 //! ```
 //!
 //! Serves on `LISTEN_ADDR` (default `127.0.0.1:3000`): `GET /users/{id}`, `GET /fail` (500),
-//! `GET /metrics`, and the trace view under `/_tracewire/`. Inner functions carry `#[tracewire::traced]` (a child span and the
+//! `GET /slow?ms=N` (answers 200 after N ms), `GET /metrics`, and the trace view under `/_tracewire/`. Inner functions carry `#[tracewire::traced]` (a child span and the
 //! `function.calls*` metrics each); serving a user emits the `user.viewed` event. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
 //! Stops gracefully on SIGINT or SIGTERM, flushing telemetry.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -108,6 +108,24 @@ async fn check_database() -> Result<(), DatabaseUnavailable> {
     Err(DatabaseUnavailable)
 }
 
+#[derive(serde::Deserialize)]
+struct SlowParams {
+    ms: Option<u64>,
+}
+
+/// Sleeps `ms` milliseconds (at most 10 s), then answers 200: a slow request to see kept.
+async fn slow(Query(params): Query<SlowParams>) -> &'static str {
+    let ms = params.ms.unwrap_or(0).min(10_000);
+    wait(ms).await;
+    "done\n"
+}
+
+/// The slow part of `/slow`: a child span lasting `ms` milliseconds.
+#[tracewire::traced]
+async fn wait(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
 // Service level objectives covering every route; `tracewire::ops` turns them into alert
 // rules, a dashboard and a runbook (`examples/ops/quickstart.*`, see docs/operations.md).
 tracewire::objective!(
@@ -129,6 +147,13 @@ tracewire::objective!(
     availability = 99.9%,
     latency = 99% < 100ms,
     description = "Prometheus can scrape the service."
+);
+
+tracewire::objective!(
+    name = "slow",
+    http_route = "/slow",
+    availability = 99.9%,
+    description = "Deliberately slow requests answer (their latency is the caller's choice)."
 );
 
 /// The operations files of this service: `quickstart --ops-out DIR` writes them,
@@ -157,6 +182,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/users/{id}", get(get_user))
         .route("/fail", get(fail))
+        .route("/slow", get(slow))
         .route_service("/metrics", telemetry.metrics_service())
         .layer(tracewire::http::ServerLayer::new())
         // Outside the layer: looking at traces records none.

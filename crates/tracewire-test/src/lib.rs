@@ -17,7 +17,7 @@ mod otlp;
 #[cfg(feature = "browser")]
 pub use browser::Browser;
 pub use capture::{Capture, MetricPoint, PointValue, SpanDataExt, trace_id_of};
-pub use otlp::{OtlpReceiver, ReceivedMetricPoint, ReceivedSpan};
+pub use otlp::{OtlpReceiver, ReceivedExemplar, ReceivedMetricPoint, ReceivedSpan};
 
 /// Re-exported so tests can name span data without depending on the SDK directly.
 pub use opentelemetry_sdk::trace::SpanData;

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{exemplar, metric, number_data_point};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -210,6 +210,7 @@ impl OtlpReceiver {
                             scope: scope.clone(),
                             status_code: span.status.as_ref().map(|s| s.code).unwrap_or(0),
                             grpc: *transport == Transport::Grpc,
+                            trace_state: span.trace_state.clone(),
                         });
                     }
                 }
@@ -280,6 +281,44 @@ impl OtlpReceiver {
         out
     }
 
+    /// Every exemplar of every histogram data point received so far, with its metric's name
+    /// and the point's attributes.
+    pub fn metric_exemplars(&self) -> Vec<ReceivedExemplar> {
+        let Ok(received) = self.received.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (_, request) in &received.metrics {
+            for metric in request
+                .resource_metrics
+                .iter()
+                .flat_map(|rm| rm.scope_metrics.iter())
+                .flat_map(|sm| sm.metrics.iter())
+            {
+                let Some(metric::Data::Histogram(histogram)) = &metric.data else {
+                    continue;
+                };
+                for point in &histogram.data_points {
+                    for exemplar in &point.exemplars {
+                        out.push(ReceivedExemplar {
+                            name: metric.name.clone(),
+                            attributes: attributes(&point.attributes),
+                            trace_id: hex(&exemplar.trace_id),
+                            span_id: hex(&exemplar.span_id),
+                            value: match exemplar.value {
+                                Some(exemplar::Value::AsDouble(d)) => d,
+                                Some(exemplar::Value::AsInt(i)) => i as f64,
+                                None => 0.0,
+                            },
+                            time_unix_nano: exemplar.time_unix_nano,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Waits (up to `timeout`) until at least `n` spans have arrived, and returns them all.
     pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> Vec<ReceivedSpan> {
         let deadline = Instant::now() + timeout;
@@ -330,6 +369,25 @@ pub struct ReceivedSpan {
     pub status_code: i32,
     /// Whether it arrived over gRPC (otherwise HTTP/protobuf).
     pub grpc: bool,
+    /// The W3C `tracestate` of the span (empty when none).
+    pub trace_state: String,
+}
+
+/// An exemplar of a histogram data point, as decoded from an OTLP export request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedExemplar {
+    /// The histogram's name.
+    pub name: String,
+    /// The data point's attributes rendered as text.
+    pub attributes: BTreeMap<String, String>,
+    /// Trace id, 32 hex digits.
+    pub trace_id: String,
+    /// Span id, 16 hex digits.
+    pub span_id: String,
+    /// The measured value.
+    pub value: f64,
+    /// When it was measured.
+    pub time_unix_nano: u64,
 }
 
 /// A metric data point as decoded from an OTLP export request.

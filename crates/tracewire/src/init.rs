@@ -77,6 +77,16 @@ pub enum InitError {
         "a global tracing subscriber is already installed: build with `.without_logs()` and add `tracewire::logs::JsonLayer` to your subscriber instead"
     )]
     SubscriberAlreadySet,
+    /// A sampling setting (`TRACEWIRE_SAMPLING_*`, or the builder) is invalid.
+    #[error("{variable}={value:?} is invalid: {message}")]
+    Sampling {
+        /// The variable (or builder method) read.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Transport of the OTLP exporters.
@@ -101,6 +111,7 @@ pub enum OtlpProtocol {
 /// | metric export interval | `OTEL_METRIC_EXPORT_INTERVAL` | 60 s |
 /// | exporters off | `OTEL_TRACES_EXPORTER=none`, `OTEL_METRICS_EXPORTER=none` | on |
 /// | log filter | `RUST_LOG` | `info` |
+/// | sampling | `TRACEWIRE_SAMPLING_RATIO`, `_SLOW`, `_RULES`, … ([`crate::sampling`]) | keep all; failing, slow, synthetic always |
 ///
 /// Spans are exported in batches on a background thread through a bounded queue: when the
 /// collector is down, spans are dropped (and counted in
@@ -130,6 +141,7 @@ pub struct Builder {
     sensitive: SensitiveHeaders,
     propagator: Option<Box<dyn TextMapPropagator + Send + Sync>>,
     pii_hash_key: Option<Vec<u8>>,
+    pub(crate) sampling: crate::sampling::Options,
 }
 
 impl fmt::Debug for Builder {
@@ -164,6 +176,7 @@ impl Default for Builder {
             sensitive: SensitiveHeaders::default(),
             propagator: None,
             pii_hash_key: None,
+            sampling: crate::sampling::Options::default(),
         }
     }
 }
@@ -284,20 +297,25 @@ impl Builder {
             None => env_nonempty("OTEL_TRACES_SAMPLER")
                 .is_none_or(|s| s.trim().starts_with("parentbased_")),
         };
+        let sampling = self.sampling.resolve(self.sampler.is_some())?;
         let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
         if let Some(sampler) = self.sampler {
             tracer_builder = tracer_builder.with_sampler(sampler);
         }
         let otlp_traces =
             self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
+        let mut span_exporter_chain = None;
         if otlp_traces {
             let exporter = span_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
-            tracer_builder = tracer_builder.with_batch_exporter(CountingExporter {
+            span_exporter_chain = Some(CountingExporter {
                 inner: exporter,
                 failed: failed_spans.clone(),
             });
         }
         tracer_builder = view.add_processor(tracer_builder);
+        // Consistent ratio + tail decision in front of the batch processor (see `sampling`).
+        let (tracer_builder, sampling_decisions) =
+            crate::sampling::configure(tracer_builder, sampling.as_ref(), span_exporter_chain);
         let tracer_provider = tracer_builder.build();
 
         let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
@@ -355,7 +373,11 @@ impl Builder {
         global::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
         // With a parent-based sampler, `#[traced]` calls inside an unsampled trace need no span.
-        tracewire_core::traced::set_skip_unsampled_children(parent_based);
+        // Under the tail decision, unsampled spans are recorded: children too.
+        tracewire_core::traced::set_skip_unsampled_children(
+            parent_based && sampling_decisions.is_none(),
+        );
+        let sampling_counters = sampling_decisions.map(crate::sampling::counters);
         if let Some(key) = &self.pii_hash_key {
             tracewire_core::event::set_pii_hash_key(key);
         }
@@ -377,6 +399,7 @@ impl Builder {
             otlp_traces,
             otlp_metrics,
             _export_failures: export_failures,
+            _sampling: sampling_counters,
             shut_down: false,
             view,
         })
@@ -463,7 +486,10 @@ fn configure<B: WithExportConfig>(builder: B, protocol: Protocol, endpoint: Opti
 /// Builds the OTLP exporter `$exporter` (span or metric) for `$signal` over the resolved
 /// transport. A macro because the two exporters' builders share no trait for `build()`.
 macro_rules! otlp_exporter {
-    ($exporter:ty, $signal:expr, $endpoint:expr, $explicit:expr) => {{
+    ($exporter:ty, $signal:expr, $endpoint:expr, $explicit:expr) => {
+        otlp_exporter!($exporter, $signal, $endpoint, $explicit, |b| b)
+    };
+    ($exporter:ty, $signal:expr, $endpoint:expr, $explicit:expr, $http:expr) => {{
         let signal: Signal = $signal;
         let endpoint: Option<&str> = $endpoint;
         let err = |source| InitError::Exporter {
@@ -488,7 +514,7 @@ macro_rules! otlp_exporter {
                 let endpoint =
                     endpoint.map(|ep| format!("{}/v1/{}", ep.trim_end_matches('/'), signal.name()));
                 configure(
-                    <$exporter>::builder().with_http(),
+                    $http(<$exporter>::builder().with_http()),
                     Protocol::HttpBinary,
                     endpoint,
                 )
@@ -519,7 +545,8 @@ fn metric_exporter(
         opentelemetry_otlp::MetricExporter,
         Signal::Metrics,
         endpoint,
-        explicit
+        explicit,
+        crate::sampling::otlp::with_exemplar_client
     )
 }
 
@@ -590,6 +617,7 @@ pub struct Telemetry {
     otlp_traces: bool,
     otlp_metrics: bool,
     _export_failures: opentelemetry::metrics::ObservableCounter<u64>,
+    _sampling: Option<crate::sampling::Counters>,
     shut_down: bool,
     #[cfg_attr(not(feature = "view"), allow(dead_code))]
     pub(crate) view: crate::view::View,

@@ -41,6 +41,7 @@ mod metrics_service;
 pub mod ops;
 mod resource;
 mod view;
+pub mod sampling;
 
 pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
 pub use metrics_service::MetricsService;
