@@ -11,11 +11,14 @@
 //! - [`messaging`]: what producers and consumers of every broker share (instruments, parenting);
 //! - [`redact`]: the redaction policy for headers, query strings and URLs;
 //! - [`logs`]: the JSON log layer that stamps every `tracing` event with the current trace id;
-//! - [`context`]: helpers to carry the current context into spawned work.
+//! - [`context`]: helpers to carry the current context into spawned work;
+//! - [`propagators`]: B3 and Jaeger propagation formats;
+//! - [`bridge`]: the opt-in layer turning `tracing` spans into OpenTelemetry spans.
 //!
 //! Users normally reach all of this through the `tracewire` facade.
 
 pub mod attributes;
+pub mod bridge;
 pub mod context;
 pub mod error;
 pub mod event;
@@ -23,6 +26,7 @@ pub mod logs;
 pub mod messaging;
 pub mod metrics;
 pub mod propagation;
+pub mod propagators;
 pub mod redact;
 pub mod text;
 pub mod traced;
