@@ -63,7 +63,10 @@ pub const PIPELINE_TARGETS: [&str; 8] = [
 pub fn is_pipeline_target(target: &str) -> bool {
     PIPELINE_TARGETS.iter().any(|p| {
         target.starts_with(p)
-            && matches!(target.as_bytes().get(p.len()), None | Some(b':') | Some(b'_'))
+            && matches!(
+                target.as_bytes().get(p.len()),
+                None | Some(b':') | Some(b'_')
+            )
     })
 }
 
@@ -119,7 +122,8 @@ struct Attrs<'a> {
 
 impl Attrs<'_> {
     fn push(&mut self, field: &Field, value: opentelemetry::Value) {
-        self.out.push(KeyValue::new(Key::from_static_str(field.name()), value));
+        self.out
+            .push(KeyValue::new(Key::from_static_str(field.name()), value));
     }
 }
 
@@ -306,13 +310,13 @@ mod tests {
     fn spans_join_the_current_trace_and_parent_otel_spans() {
         let (exporter, provider, tracer) = setup();
         let otel_tracer = provider.tracer("outer");
-        let subscriber =
-            tracing_subscriber::registry().with(TracingBridge::with_tracer(tracer));
+        let subscriber = tracing_subscriber::registry().with(TracingBridge::with_tracer(tracer));
         tracing::subscriber::with_default(subscriber, || {
             // An OpenTelemetry span is current, as in a tracewire request handler.
             let outer = otel_tracer.start("GET /users/{id}");
             let _outer = Context::current_with_span(outer).attach();
-            let span = tracing::info_span!("load_user", user.id = 7_u64, cached = tracing::field::Empty);
+            let span =
+                tracing::info_span!("load_user", user.id = 7_u64, cached = tracing::field::Empty);
             {
                 let _entered = span.enter();
                 span.record("cached", true);
@@ -337,7 +341,10 @@ mod tests {
         let select = find(&spans, "SELECT users");
         assert_eq!(load.span_context.trace_id(), server.span_context.trace_id());
         assert_eq!(load.parent_span_id, server.span_context.span_id());
-        assert_eq!(select.span_context.trace_id(), server.span_context.trace_id());
+        assert_eq!(
+            select.span_context.trace_id(),
+            server.span_context.trace_id()
+        );
         assert_eq!(select.parent_span_id, load.span_context.span_id());
         assert!(load.attributes.contains(&KeyValue::new("user.id", 7_i64)));
         assert!(load.attributes.contains(&KeyValue::new("cached", true)));
@@ -352,8 +359,7 @@ mod tests {
     #[test]
     fn nesting_explicit_parents_and_roots() {
         let (exporter, _provider, tracer) = setup();
-        let subscriber =
-            tracing_subscriber::registry().with(TracingBridge::with_tracer(tracer));
+        let subscriber = tracing_subscriber::registry().with(TracingBridge::with_tracer(tracer));
         tracing::subscriber::with_default(subscriber, || {
             let a = tracing::info_span!("a");
             let _a = a.enter();

@@ -59,10 +59,12 @@ impl B3Propagator {
     pub fn new(encoding: B3Encoding) -> Self {
         let fields = match encoding {
             B3Encoding::SingleHeader => vec![B3_SINGLE.to_owned()],
-            B3Encoding::MultipleHeaders => [B3_TRACE_ID, B3_SPAN_ID, B3_SAMPLED, B3_FLAGS, B3_PARENT]
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect(),
+            B3Encoding::MultipleHeaders => {
+                [B3_TRACE_ID, B3_SPAN_ID, B3_SAMPLED, B3_FLAGS, B3_PARENT]
+                    .iter()
+                    .map(|f| (*f).to_owned())
+                    .collect()
+            }
         };
         Self { encoding, fields }
     }
@@ -312,7 +314,10 @@ mod tests {
             ("x-b3-traceid", "a3ce929d0e0e4736"),
             ("x-b3-spanid", SPAN),
         ]));
-        assert_eq!(ids(&cx), expect("0000000000000000a3ce929d0e0e4736", SPAN, true));
+        assert_eq!(
+            ids(&cx),
+            expect("0000000000000000a3ce929d0e0e4736", SPAN, true)
+        );
     }
 
     #[test]
@@ -341,12 +346,22 @@ mod tests {
             vec![("b3", "xyz")],
             vec![("b3", &*format!("{TRACE}-{SPAN}-2"))],
             vec![("b3", &*format!("{TRACE}-{SPAN}-1-{SPAN}-extra"))],
-            vec![("x-b3-traceid", "00000000000000000000000000000000"), ("x-b3-spanid", SPAN)],
+            vec![
+                ("x-b3-traceid", "00000000000000000000000000000000"),
+                ("x-b3-spanid", SPAN),
+            ],
             vec![("x-b3-traceid", TRACE), ("x-b3-spanid", "0000000000000000")],
-            vec![("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e473"), ("x-b3-spanid", SPAN)],
+            vec![
+                ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e473"),
+                ("x-b3-spanid", SPAN),
+            ],
             vec![("x-b3-traceid", TRACE), ("x-b3-spanid", "zzf067aa0ba902b7")],
             vec![("x-b3-traceid", TRACE)],
-            vec![("x-b3-traceid", TRACE), ("x-b3-spanid", SPAN), ("x-b3-sampled", "yes")],
+            vec![
+                ("x-b3-traceid", TRACE),
+                ("x-b3-spanid", SPAN),
+                ("x-b3-sampled", "yes"),
+            ],
         ] {
             let cx = p.extract(&carrier(&bad));
             assert_eq!(ids(&cx), None, "{bad:?}");
@@ -356,7 +371,10 @@ mod tests {
     #[test]
     fn jaeger_extracts_and_injects() {
         let p = JaegerPropagator::new();
-        let cx = p.extract(&carrier(&[("uber-trace-id", &format!("{TRACE}:{SPAN}:0:1"))]));
+        let cx = p.extract(&carrier(&[(
+            "uber-trace-id",
+            &format!("{TRACE}:{SPAN}:0:1"),
+        )]));
         assert_eq!(ids(&cx), expect(TRACE, SPAN, true));
         let mut out = HashMap::new();
         p.inject_context(&cx, &mut out);
@@ -367,9 +385,20 @@ mod tests {
             ids(&cx),
             expect("00000000000000000000000000000abc", "0000000000000def", true)
         );
-        let cx = p.extract(&carrier(&[("uber-trace-id", &format!("{TRACE}:{SPAN}:0:0"))]));
+        let cx = p.extract(&carrier(&[(
+            "uber-trace-id",
+            &format!("{TRACE}:{SPAN}:0:0"),
+        )]));
         assert_eq!(ids(&cx), expect(TRACE, SPAN, false));
-        for bad in ["", "a:b:c", "x:1:0:1", "1:1:0:zz", "1:1:0:1:1", "0:1:0:1", &format!("{TRACE}0:{SPAN}:0:1")] {
+        for bad in [
+            "",
+            "a:b:c",
+            "x:1:0:1",
+            "1:1:0:zz",
+            "1:1:0:1:1",
+            "0:1:0:1",
+            &format!("{TRACE}0:{SPAN}:0:1"),
+        ] {
             let cx = p.extract(&carrier(&[("uber-trace-id", bad)]));
             assert_eq!(ids(&cx), None, "{bad}");
         }

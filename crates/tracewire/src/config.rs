@@ -284,7 +284,10 @@ mod tests {
         assert!(!sdk_disabled(&env(&[("OTEL_SDK_DISABLED", "false")])).unwrap());
         assert!(!sdk_disabled(&env(&[])).unwrap());
         let error = sdk_disabled(&env(&[("OTEL_SDK_DISABLED", "yes")])).unwrap_err();
-        assert!(error.to_string().contains("OTEL_SDK_DISABLED=\"yes\""), "{error}");
+        assert!(
+            error.to_string().contains("OTEL_SDK_DISABLED=\"yes\""),
+            "{error}"
+        );
         assert!(tracing_spans(&env(&[("TRACEWIRE_TRACING_SPANS", "true")])).unwrap());
         assert_eq!(
             variable_of(tracing_spans(&env(&[("TRACEWIRE_TRACING_SPANS", "1")])).unwrap_err()),
@@ -334,7 +337,10 @@ mod tests {
             "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
             "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         ] {
-            assert_eq!(variable_of(limits(&env(&[(name, "-1")])).unwrap_err()), name);
+            assert_eq!(
+                variable_of(limits(&env(&[(name, "-1")])).unwrap_err()),
+                name
+            );
         }
     }
 
@@ -348,14 +354,28 @@ mod tests {
                 .flat_map(|p| p.fields().map(str::to_owned).collect::<Vec<_>>())
                 .collect()
         };
-        assert_eq!(fields("b3multi"), ["x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags", "x-b3-parentspanid"]);
-        assert_eq!(fields("tracecontext, baggage"), ["traceparent", "tracestate", "baggage"]);
+        assert_eq!(
+            fields("b3multi"),
+            [
+                "x-b3-traceid",
+                "x-b3-spanid",
+                "x-b3-sampled",
+                "x-b3-flags",
+                "x-b3-parentspanid"
+            ]
+        );
+        assert_eq!(
+            fields("tracecontext, baggage"),
+            ["traceparent", "tracestate", "baggage"]
+        );
         assert_eq!(fields("jaeger,b3"), ["uber-trace-id", "b3"]);
         assert!(fields("none").is_empty());
         assert!(propagators(&env(&[])).unwrap().is_none());
         assert_eq!(
             variable_of(
-                propagators(&env(&[("OTEL_PROPAGATORS", "tracecontext,xray")])).err().unwrap()
+                propagators(&env(&[("OTEL_PROPAGATORS", "tracecontext,xray")]))
+                    .err()
+                    .unwrap()
             ),
             "OTEL_PROPAGATORS"
         );
@@ -367,8 +387,14 @@ mod tests {
         assert_eq!(parse("always_on").unwrap(), ExemplarFilter::AlwaysOn);
         assert_eq!(parse("always_off").unwrap(), ExemplarFilter::AlwaysOff);
         assert_eq!(parse("trace_based").unwrap(), ExemplarFilter::TraceBased);
-        assert_eq!(parse_exemplar_filter(&env(&[])).unwrap(), ExemplarFilter::TraceBased);
-        assert_eq!(variable_of(parse("sometimes").unwrap_err()), "OTEL_METRICS_EXEMPLAR_FILTER");
+        assert_eq!(
+            parse_exemplar_filter(&env(&[])).unwrap(),
+            ExemplarFilter::TraceBased
+        );
+        assert_eq!(
+            variable_of(parse("sometimes").unwrap_err()),
+            "OTEL_METRICS_EXEMPLAR_FILTER"
+        );
     }
 
     #[test]

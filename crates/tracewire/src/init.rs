@@ -431,14 +431,13 @@ impl Builder {
             .map(|provider| crate::exporter::log_layer(provider));
         let bridge_layer = tracing_spans.then(|| {
             use opentelemetry::trace::TracerProvider as _;
-            let scope = opentelemetry::InstrumentationScope::builder(
-                tracewire_core::bridge::SCOPE_NAME,
-            )
-            .with_version(tracewire_core::SCOPE_VERSION)
-            .build();
-            tracewire_core::bridge::TracingBridge::with_tracer(global::BoxedTracer::new(
-                Box::new(tracer_provider.tracer_with_scope(scope)),
-            ))
+            let scope =
+                opentelemetry::InstrumentationScope::builder(tracewire_core::bridge::SCOPE_NAME)
+                    .with_version(tracewire_core::SCOPE_VERSION)
+                    .build();
+            tracewire_core::bridge::TracingBridge::with_tracer(global::BoxedTracer::new(Box::new(
+                tracer_provider.tracer_with_scope(scope),
+            )))
         });
 
         if self.logs {

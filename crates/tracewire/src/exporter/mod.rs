@@ -255,7 +255,10 @@ pub(crate) fn parse_headers(var: &str, value: &str) -> Result<http::HeaderMap, I
             invalid(
                 var,
                 hidden,
-                &format!("`key=value` pairs separated by commas; entry {} {what}", n + 1),
+                &format!(
+                    "`key=value` pairs separated by commas; entry {} {what}",
+                    n + 1
+                ),
             )
         };
         let Some((key, val)) = item.split_once('=') else {
@@ -374,11 +377,17 @@ mod tests {
         let t = Transport::resolve(
             &env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-                ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "https://logs:4318/v1/logs"),
+                (
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                    "https://logs:4318/v1/logs",
+                ),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
                 ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf"),
                 ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme"),
-                ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-tenant=logs%20team, x-other = 1"),
+                (
+                    "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+                    "x-tenant=logs%20team, x-other = 1",
+                ),
                 ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
                 ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "none"),
                 ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
@@ -423,11 +432,20 @@ mod tests {
                 .unwrap()
                 .https
         };
-        assert!(https(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS://collector:4318")]));
-        assert!(!https(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]));
+        assert!(https(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "HTTPS://collector:4318"
+        )]));
+        assert!(!https(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:4318"
+        )]));
         assert!(!https(&[]));
         let grpc = ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
-        assert!(https(&[grpc, ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]));
+        assert!(https(&[
+            grpc,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")
+        ]));
         assert!(!https(&[
             grpc,
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
@@ -501,7 +519,10 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_CERTIFICATE",
             ),
             (
-                vec![("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/nonexistent/key.pem")],
+                vec![(
+                    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+                    "/nonexistent/key.pem",
+                )],
                 Signal::Metrics,
                 "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
             ),
@@ -510,7 +531,10 @@ mod tests {
             assert!(e.contains(variable), "{pairs:?}: {e}");
         }
         // Header values never appear in messages.
-        let e = error_of(&[("OTEL_EXPORTER_OTLP_HEADERS", "secret-token")], Signal::Traces);
+        let e = error_of(
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "secret-token")],
+            Signal::Traces,
+        );
         assert!(!e.contains("secret-token"), "{e}");
     }
 }

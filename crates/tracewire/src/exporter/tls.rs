@@ -56,7 +56,10 @@ impl TlsFiles {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| tls_error(&var, format!("{path:?} is not PEM certificates: {e}")))?;
             if certs.is_empty() {
-                return Err(tls_error(&var, format!("{path:?} holds no PEM certificate")));
+                return Err(tls_error(
+                    &var,
+                    format!("{path:?} holds no PEM certificate"),
+                ));
             }
             files.ca = certs;
             files.ca_pem = Some(pem);
@@ -92,7 +95,10 @@ impl TlsFiles {
                     ));
                 }
                 PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-                    tls_error(&key_var, format!("{key_path:?} is not a PEM private key: {e}"))
+                    tls_error(
+                        &key_var,
+                        format!("{key_path:?} is not a PEM private key: {e}"),
+                    )
                 })?;
                 files.identity = Some(ClientIdentity {
                     cert_pem,
