@@ -85,7 +85,7 @@ async fn load_user(id: u64) -> Result<User, NotFound> {
 #[tracing::instrument(fields(user.id = id))]
 async fn load_roles(id: u64) -> Vec<&'static str> {
     tracing::info!("roles looked up");
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         vec!["reader"]
     } else {
         vec!["reader", "writer"]

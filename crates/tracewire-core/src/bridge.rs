@@ -129,11 +129,11 @@ impl Attrs<'_> {
 
 impl Visit for Attrs<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            if let Some(message) = self.message.as_deref_mut() {
-                *message = Some(value.to_owned());
-                return;
-            }
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            *message = Some(value.to_owned());
+            return;
         }
         self.push(field, StringValue::from(value.to_owned()).into());
     }
@@ -162,11 +162,11 @@ impl Visit for Attrs<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            if let Some(message) = self.message.as_deref_mut() {
-                *message = Some(format!("{value:?}"));
-                return;
-            }
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            *message = Some(format!("{value:?}"));
+            return;
         }
         self.push(field, format!("{value:?}").into());
     }

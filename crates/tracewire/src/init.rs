@@ -426,9 +426,7 @@ impl Builder {
         } else {
             None
         };
-        let otlp_log_layer = logger_provider
-            .as_ref()
-            .map(|provider| crate::exporter::log_layer(provider));
+        let otlp_log_layer = logger_provider.as_ref().map(crate::exporter::log_layer);
         let bridge_layer = tracing_spans.then(|| {
             use opentelemetry::trace::TracerProvider as _;
             let scope =
