@@ -10,8 +10,10 @@
 //! ```
 //!
 //! Serves on `LISTEN_ADDR` (default `127.0.0.1:3000`): `GET /users/{id}`, `GET /fail` (500),
-//! `GET /slow?ms=N` (answers 200 after N ms), `GET /metrics`, and the trace view under `/_tracewire/`. Inner functions carry `#[tracewire::traced]` (a child span and the
-//! `function.calls*` metrics each); serving a user emits the `user.viewed` event. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
+//! `GET /slow?ms=N` (answers 200 after N ms), `GET /metrics`, and the trace view under `/_tracewire/`.
+//! Inner functions carry `#[tracewire::traced]` (a child span and the `function.calls*` metrics
+//! each), `load_roles` is plain `#[tracing::instrument]` (a span of the trace with
+//! `TRACEWIRE_TRACING_SPANS=true`); serving a user emits the `user.viewed` event. Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans and metrics over OTLP.
 //! Stops gracefully on SIGINT or SIGTERM, flushing telemetry.
 
 use std::net::SocketAddr;
@@ -58,6 +60,8 @@ impl std::error::Error for DatabaseUnavailable {}
 async fn get_user(Path(id): Path<u64>) -> Result<Json<User>, StatusCode> {
     tracing::info!(user_id = id, "loading user");
     let user = load_user(id).await.map_err(|_| StatusCode::NOT_FOUND)?;
+    let roles = load_roles(id).await;
+    tracing::debug!(roles = roles.len(), "roles loaded");
     UserViewed {
         user_id: id,
         email: user.email.clone(),
@@ -80,6 +84,19 @@ async fn load_user(id: u64) -> Result<User, NotFound> {
         name,
         email: format!("user{id}@example.com"),
     })
+}
+
+/// Existing `tracing` instrumentation: with `TRACEWIRE_TRACING_SPANS=true` this span joins the
+/// request's trace, under the server span, with `user.id` as an attribute and its event as a
+/// span event.
+#[tracing::instrument(fields(user.id = id))]
+async fn load_roles(id: u64) -> Vec<&'static str> {
+    tracing::info!("roles looked up");
+    if id.is_multiple_of(2) {
+        vec!["reader"]
+    } else {
+        vec!["reader", "writer"]
+    }
 }
 
 /// Nested: a child of `load_user`'s span. User 0 does not exist (an error span).

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::{KeyValue, global};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
@@ -42,7 +41,7 @@ pub enum InitError {
     /// An OTLP exporter rejected its configuration (endpoint, headers, …).
     #[error("cannot build the OTLP {signal} exporter: {source}")]
     Exporter {
-        /// `traces` or `metrics`.
+        /// `traces`, `metrics` or `logs`.
         signal: &'static str,
         /// What the exporter said.
         #[source]
@@ -72,6 +71,27 @@ pub enum InitError {
         /// The parse error.
         message: String,
     },
+    /// An environment variable (or its builder equivalent) holds a value that cannot work.
+    #[error("{variable}={value:?} is not valid: expected {expected}")]
+    InvalidSetting {
+        /// The variable read.
+        variable: String,
+        /// Its value (hidden for header lists, which carry credentials).
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// A TLS file named by an exporter variable is missing, unreadable or unusable.
+    #[error("{variable}: {message}")]
+    Tls {
+        /// The variable naming the file (`OTEL_EXPORTER_OTLP_CERTIFICATE`, …).
+        variable: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The HTTP client of the OTLP/HTTP exporters could not be created.
+    #[error("cannot create the OTLP/HTTP client: {0}")]
+    HttpClient(String),
     /// A global `tracing` subscriber was installed before `init()`.
     #[error(
         "a global tracing subscriber is already installed: build with `.without_logs()` and add `tracewire::logs::JsonLayer` to your subscriber instead"
@@ -142,6 +162,9 @@ pub struct Builder {
     propagator: Option<Box<dyn TextMapPropagator + Send + Sync>>,
     pii_hash_key: Option<Vec<u8>>,
     pub(crate) sampling: crate::sampling::Options,
+    otlp_logs: Option<bool>,
+    tracing_spans: Option<bool>,
+    exemplar_filter: Option<crate::config::ExemplarFilter>,
 }
 
 impl fmt::Debug for Builder {
@@ -177,6 +200,9 @@ impl Default for Builder {
             propagator: None,
             pii_hash_key: None,
             sampling: crate::sampling::Options::default(),
+            otlp_logs: None,
+            tracing_spans: None,
+            exemplar_filter: None,
         }
     }
 }
@@ -282,8 +308,55 @@ impl Builder {
         self
     }
 
+    /// Sends every `tracing` event passing the log filter as an OTLP log record too (default:
+    /// `OTEL_LOGS_EXPORTER=otlp`), beside the JSON lines.
+    pub fn otlp_logs(mut self, enabled: bool) -> Self {
+        self.otlp_logs = Some(enabled);
+        self
+    }
+
+    /// Turns users' `tracing` spans (`#[tracing::instrument]`, `info_span!`) into
+    /// OpenTelemetry spans of the current trace (default: `TRACEWIRE_TRACING_SPANS=true`).
+    /// See [`tracewire_core::bridge`].
+    pub fn tracing_spans(mut self, enabled: bool) -> Self {
+        self.tracing_spans = Some(enabled);
+        self
+    }
+
+    /// Which measurements may become exemplars (default: `OTEL_METRICS_EXEMPLAR_FILTER`, else
+    /// `trace_based`); read back with [`crate::config::exemplar_filter`].
+    pub fn exemplar_filter(mut self, filter: crate::config::ExemplarFilter) -> Self {
+        self.exemplar_filter = Some(filter);
+        self
+    }
+
     /// Builds the pipeline and installs it globally.
     pub fn init(self) -> Result<Telemetry, InitError> {
+        use crate::config::{self, ProcessEnv};
+        use crate::exporter::{Signal as ExportSignal, Transport};
+        let env = ProcessEnv;
+        let sdk_disabled = config::sdk_disabled(&env)?;
+        config::check_sdk_numbers(&env)?;
+        let limits = config::limits(&env)?;
+        config::set_exemplar_filter(match self.exemplar_filter {
+            Some(filter) => filter,
+            None => config::parse_exemplar_filter(&env)?,
+        });
+        let env_propagators = config::propagators(&env)?;
+        let otlp_logs = !sdk_disabled
+            && self.otlp
+            && match self.otlp_logs {
+                Some(on) => on,
+                None => config::logs_exporter(&env)?,
+            };
+        let tracing_spans = !sdk_disabled
+            && match self.tracing_spans {
+                Some(on) => on,
+                None => config::tracing_spans(&env)?,
+            };
+        let otlp = self.otlp && !sdk_disabled;
+        let prometheus = self.prometheus && !sdk_disabled;
+
         let resource = crate::resource::build(
             self.service_name.as_deref(),
             self.service_version.as_deref(),
@@ -297,16 +370,29 @@ impl Builder {
             None => env_nonempty("OTEL_TRACES_SAMPLER")
                 .is_none_or(|s| s.trim().starts_with("parentbased_")),
         };
-        let sampling = self.sampling.resolve(self.sampler.is_some())?;
-        let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
-        if let Some(sampler) = self.sampler {
+        let sampling = if sdk_disabled {
+            None
+        } else {
+            self.sampling.resolve(self.sampler.is_some())?
+        };
+        let mut tracer_builder = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_span_limits(limits.span);
+        if sdk_disabled {
+            tracer_builder = tracer_builder.with_sampler(Sampler::AlwaysOff);
+        } else if let Some(sampler) = self.sampler {
             tracer_builder = tracer_builder.with_sampler(sampler);
         }
-        let otlp_traces =
-            self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
+        let otlp_traces = otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
         let mut span_exporter_chain = None;
         if otlp_traces {
-            let exporter = span_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
+            let transport = Transport::resolve(
+                &env,
+                ExportSignal::Traces,
+                self.otlp_endpoint.as_deref(),
+                self.otlp_protocol,
+            )?;
+            let exporter = crate::exporter::span_exporter(&transport, limits.value_length)?;
             span_exporter_chain = Some(CountingExporter {
                 inner: exporter,
                 failed: failed_spans.clone(),
@@ -319,17 +405,22 @@ impl Builder {
         let tracer_provider = tracer_builder.build();
 
         let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
-        let otlp_metrics =
-            self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Metrics);
+        let otlp_metrics = otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Metrics);
         if otlp_metrics {
-            let exporter = metric_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
+            let transport = Transport::resolve(
+                &env,
+                ExportSignal::Metrics,
+                self.otlp_endpoint.as_deref(),
+                self.otlp_protocol,
+            )?;
+            let exporter = crate::exporter::metric_exporter(&transport)?;
             let mut reader = PeriodicReader::builder(exporter);
             if let Some(interval) = self.metric_interval {
                 reader = reader.with_interval(interval);
             }
             meter_builder = meter_builder.with_reader(reader.build());
         }
-        let registry = if self.prometheus {
+        let registry = if prometheus {
             let registry = prometheus::Registry::new();
             let exporter = opentelemetry_prometheus::exporter()
                 .with_registry(registry.clone())
@@ -341,6 +432,35 @@ impl Builder {
             None
         };
         let meter_provider = meter_builder.build();
+
+        let logger_provider = if otlp_logs && self.logs {
+            let transport = Transport::resolve(
+                &env,
+                ExportSignal::Logs,
+                self.otlp_endpoint.as_deref(),
+                self.otlp_protocol,
+            )?;
+            let exporter = crate::exporter::log_exporter(&transport)?;
+            Some(
+                opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
+        } else {
+            None
+        };
+        let otlp_log_layer = logger_provider.as_ref().map(crate::exporter::log_layer);
+        let bridge_layer = tracing_spans.then(|| {
+            use opentelemetry::trace::TracerProvider as _;
+            let scope =
+                opentelemetry::InstrumentationScope::builder(tracewire_core::bridge::SCOPE_NAME)
+                    .with_version(tracewire_core::SCOPE_VERSION)
+                    .build();
+            tracewire_core::bridge::TracingBridge::with_tracer(global::BoxedTracer::new(Box::new(
+                tracer_provider.tracer_with_scope(scope),
+            )))
+        });
 
         if self.logs {
             let filter = log_filter(self.log_filter.as_deref())?;
@@ -354,11 +474,15 @@ impl Builder {
             let result = match self.log_writer {
                 Some(writer) => tracing_subscriber::registry()
                     .with(filter)
+                    .with(bridge_layer)
+                    .with(otlp_log_layer)
                     .with(layer.with_writer(writer))
                     .with(view.log_layer())
                     .try_init(),
                 None => tracing_subscriber::registry()
                     .with(filter)
+                    .with(bridge_layer)
+                    .with(otlp_log_layer)
                     .with(layer)
                     .with(view.log_layer())
                     .try_init(),
@@ -366,9 +490,10 @@ impl Builder {
             result.map_err(|_| InitError::SubscriberAlreadySet)?;
         }
 
-        match self.propagator {
-            Some(p) => global::set_text_map_propagator(TextMapCompositePropagator::new(vec![p])),
-            None => global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new()),
+        match (self.propagator, env_propagators) {
+            (Some(p), _) => global::set_text_map_propagator(TextMapCompositePropagator::new(vec![p])),
+            (None, Some(list)) => global::set_text_map_propagator(TextMapCompositePropagator::new(list)),
+            (None, None) => global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new()),
         }
         global::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
@@ -393,6 +518,7 @@ impl Builder {
         Ok(Telemetry {
             tracer_provider,
             meter_provider,
+            logger_provider,
             registry,
             resource,
             failed_spans,
@@ -413,24 +539,10 @@ enum Signal {
 }
 
 impl Signal {
-    fn name(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-        }
-    }
-
     fn endpoint_var(self) -> &'static str {
         match self {
             Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        }
-    }
-
-    fn protocol_var(self) -> &'static str {
-        match self {
-            Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
         }
     }
 
@@ -453,101 +565,6 @@ fn signal_enabled(endpoint: Option<&str>, signal: Signal) -> bool {
     endpoint.is_some()
         || env_nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
         || env_nonempty(signal.endpoint_var()).is_some()
-}
-
-fn protocol(explicit: Option<OtlpProtocol>, signal: Signal) -> Result<OtlpProtocol, InitError> {
-    if let Some(p) = explicit {
-        return Ok(p);
-    }
-    for var in [signal.protocol_var(), "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-        if let Some(value) = env_nonempty(var) {
-            return match value.trim() {
-                "grpc" => Ok(OtlpProtocol::Grpc),
-                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
-                _ => Err(InitError::UnsupportedProtocol {
-                    variable: var,
-                    value,
-                }),
-            };
-        }
-    }
-    Ok(OtlpProtocol::HttpProtobuf)
-}
-
-/// Sets the transport protocol and, when given in code, the endpoint of an exporter builder.
-fn configure<B: WithExportConfig>(builder: B, protocol: Protocol, endpoint: Option<String>) -> B {
-    let builder = builder.with_protocol(protocol);
-    match endpoint {
-        Some(endpoint) => builder.with_endpoint(endpoint),
-        None => builder,
-    }
-}
-
-/// Builds the OTLP exporter `$exporter` (span or metric) for `$signal` over the resolved
-/// transport. A macro because the two exporters' builders share no trait for `build()`.
-macro_rules! otlp_exporter {
-    ($exporter:ty, $signal:expr, $endpoint:expr, $explicit:expr) => {
-        otlp_exporter!($exporter, $signal, $endpoint, $explicit, |b| b)
-    };
-    ($exporter:ty, $signal:expr, $endpoint:expr, $explicit:expr, $http:expr) => {{
-        let signal: Signal = $signal;
-        let endpoint: Option<&str> = $endpoint;
-        let err = |source| InitError::Exporter {
-            signal: signal.name(),
-            source,
-        };
-        match protocol($explicit, signal)? {
-            OtlpProtocol::Grpc => {
-                tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
-                let endpoint = endpoint.map(str::to_owned);
-                configure(
-                    <$exporter>::builder().with_tonic(),
-                    Protocol::Grpc,
-                    endpoint,
-                )
-                .build()
-                .map_err(err)
-            }
-            OtlpProtocol::HttpProtobuf => {
-                // Given in code, the endpoint is the collector's base URL: add the signal path,
-                // as the SDK does for OTEL_EXPORTER_OTLP_ENDPOINT.
-                let endpoint =
-                    endpoint.map(|ep| format!("{}/v1/{}", ep.trim_end_matches('/'), signal.name()));
-                configure(
-                    $http(<$exporter>::builder().with_http()),
-                    Protocol::HttpBinary,
-                    endpoint,
-                )
-                .build()
-                .map_err(err)
-            }
-        }
-    }};
-}
-
-fn span_exporter(
-    endpoint: Option<&str>,
-    explicit: Option<OtlpProtocol>,
-) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
-    otlp_exporter!(
-        opentelemetry_otlp::SpanExporter,
-        Signal::Traces,
-        endpoint,
-        explicit
-    )
-}
-
-fn metric_exporter(
-    endpoint: Option<&str>,
-    explicit: Option<OtlpProtocol>,
-) -> Result<opentelemetry_otlp::MetricExporter, InitError> {
-    otlp_exporter!(
-        opentelemetry_otlp::MetricExporter,
-        Signal::Metrics,
-        endpoint,
-        explicit,
-        crate::sampling::otlp::with_exemplar_client
-    )
 }
 
 /// The OpenTelemetry crates log their own start-up at INFO: below WARN they stay quiet unless the
@@ -611,6 +628,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
+    logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     registry: Option<prometheus::Registry>,
     resource: Resource,
     failed_spans: Arc<AtomicU64>,
@@ -660,6 +678,9 @@ impl Telemetry {
     pub fn flush(&self) {
         let _ = self.tracer_provider.force_flush();
         let _ = self.meter_provider.force_flush();
+        if let Some(logs) = &self.logger_provider {
+            let _ = logs.force_flush();
+        }
     }
 
     /// Flushes and shuts the pipeline down; reports the first error.
@@ -667,7 +688,11 @@ impl Telemetry {
         self.shut_down = true;
         let traces = self.tracer_provider.shutdown();
         let metrics = self.meter_provider.shutdown();
-        traces.and(metrics)
+        let logs = match &self.logger_provider {
+            Some(logs) => logs.shutdown(),
+            None => Ok(()),
+        };
+        traces.and(metrics).and(logs)
     }
 }
 
@@ -677,6 +702,9 @@ impl Drop for Telemetry {
             self.shut_down = true;
             let _ = self.tracer_provider.shutdown();
             let _ = self.meter_provider.shutdown();
+            if let Some(logs) = &self.logger_provider {
+                let _ = logs.shutdown();
+            }
         }
     }
 }

@@ -36,6 +36,8 @@
 //! - `view`: the embedded trace view, `Telemetry::view_service()`.
 //! - `full`: all of the above.
 
+pub mod config;
+mod exporter;
 mod init;
 mod metrics_service;
 pub mod ops;
@@ -57,6 +59,17 @@ pub use tracewire_core::context::in_current_context;
 /// Logging pieces, for users who assemble their own `tracing` subscriber.
 pub mod logs {
     pub use tracewire_core::logs::JsonLayer;
+}
+
+/// The opt-in bridge making `tracing` spans OpenTelemetry spans of the current trace
+/// (`TRACEWIRE_TRACING_SPANS=true` or [`Builder::tracing_spans`]).
+pub mod bridge {
+    pub use tracewire_core::bridge::*;
+}
+
+/// Propagation formats besides W3C trace context, chosen with `OTEL_PROPAGATORS`.
+pub mod propagators {
+    pub use tracewire_core::propagators::*;
 }
 
 /// The redaction policy: sensitive header names and helpers.

@@ -28,30 +28,10 @@ pub(crate) struct ExemplarClient {
 }
 
 impl ExemplarClient {
-    /// A blocking client with the timeout the exporter would use
-    /// (`OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s), or `None`
-    /// when it cannot be built (the exporter then uses its own, without exemplars).
-    pub(crate) fn new() -> Option<Self> {
-        let timeout = [
-            "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-        ]
-        .iter()
-        .find_map(|var| std::env::var(var).ok()?.trim().parse::<u64>().ok())
-        .map_or(Duration::from_secs(10), Duration::from_millis);
-        // The blocking client owns a runtime of its own: build it off any async context.
-        std::thread::Builder::new()
-            .name("tracewire-otlp-client".to_owned())
-            .spawn(move || {
-                reqwest::blocking::Client::builder()
-                    .timeout(timeout)
-                    .build()
-            })
-            .ok()?
-            .join()
-            .ok()?
-            .ok()
-            .map(|inner| Self { inner })
+    /// Wraps the blocking client the exporter would have used (its TLS, timeout and proxy
+    /// settings stay as they are).
+    pub(crate) fn new(inner: reqwest::blocking::Client) -> Self {
+        Self { inner }
     }
 }
 
@@ -141,10 +121,3 @@ pub(crate) fn add(export: &mut ExportMetricsServiceRequest) -> usize {
     added
 }
 
-/// Gives an OTLP/HTTP metric exporter builder the exemplar-adding client.
-pub(crate) fn with_exemplar_client<B: opentelemetry_otlp::WithHttpConfig>(builder: B) -> B {
-    match ExemplarClient::new() {
-        Some(client) => builder.with_http_client(client),
-        None => builder,
-    }
-}
