@@ -17,6 +17,7 @@
 
 pub mod attributes;
 pub mod context;
+pub mod dropped;
 pub mod error;
 pub mod event;
 pub mod logs;
