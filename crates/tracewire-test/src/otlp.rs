@@ -66,7 +66,7 @@ impl Drop for OtlpReceiver {
 }
 
 #[derive(Clone)]
-struct Sink(Arc<Mutex<Received>>);
+struct Sink(Arc<Mutex<Received>>, Duration);
 
 #[tonic::async_trait]
 impl TraceService for Sink {
@@ -74,6 +74,7 @@ impl TraceService for Sink {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        tokio::time::sleep(self.1).await;
         if let Ok(mut r) = self.0.lock() {
             r.traces.push((Transport::Grpc, request.into_inner()));
         }
@@ -89,6 +90,7 @@ impl MetricsService for Sink {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        tokio::time::sleep(self.1).await;
         if let Ok(mut r) = self.0.lock() {
             r.metrics.push((Transport::Grpc, request.into_inner()));
         }
@@ -101,6 +103,12 @@ impl MetricsService for Sink {
 impl OtlpReceiver {
     /// Starts both listeners on ephemeral loopback ports. Needs a tokio runtime.
     pub async fn start() -> Self {
+        Self::start_with_delay(Duration::ZERO).await
+    }
+
+    /// Starts a slow receiver: it answers every export request `delay` after receiving it
+    /// (and keeps what it received from that moment).
+    pub async fn start_with_delay(delay: Duration) -> Self {
         let received = Arc::new(Mutex::new(Received::default()));
         let grpc_listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -111,7 +119,7 @@ impl OtlpReceiver {
         let grpc = grpc_listener.local_addr().expect("gRPC address");
         let http = http_listener.local_addr().expect("HTTP address");
 
-        let sink = Sink(received.clone());
+        let sink = Sink(received.clone(), delay);
         let grpc_task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(TraceServiceServer::new(sink.clone()))
@@ -126,6 +134,7 @@ impl OtlpReceiver {
             .route(
                 "/v1/traces",
                 post(move |body: Bytes| async move {
+                    tokio::time::sleep(delay).await;
                     match ExportTraceServiceRequest::decode(body) {
                         Ok(req) => {
                             if let Ok(mut r) = traces.lock() {
@@ -143,6 +152,7 @@ impl OtlpReceiver {
             .route(
                 "/v1/metrics",
                 post(move |body: Bytes| async move {
+                    tokio::time::sleep(delay).await;
                     match ExportMetricsServiceRequest::decode(body) {
                         Ok(req) => {
                             if let Ok(mut r) = metrics.lock() {

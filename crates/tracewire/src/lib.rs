@@ -35,15 +35,24 @@
 //! - `kafka`: Kafka instrumentation for rdkafka.
 //! - `full`: all of the above.
 
+mod dropped;
 mod init;
 mod metrics_service;
 mod resource;
+mod shutdown;
 
 pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
 pub use metrics_service::MetricsService;
+pub use shutdown::{ShutdownError, ShutdownReport};
 
 pub use tracewire_core::RequestId;
 pub use tracewire_core::context::in_current_context;
+
+/// Counts of the telemetry the pipeline dropped instead of slowing the service, by signal and
+/// reason (reported as `tracewire.telemetry.dropped`).
+pub mod drops {
+    pub use tracewire_core::dropped::*;
+}
 
 /// Logging pieces, for users who assemble their own `tracing` subscriber.
 pub mod logs {
