@@ -4,6 +4,8 @@
 //!
 //! The drop counters are process-wide; nextest runs every test in its own process.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -203,4 +205,50 @@ async fn dropping_the_guard_with_a_black_hole_collector_ends_within_the_timeout(
     );
     let [queue_full, export_failed, shutdown] = span_drops();
     assert_eq!(queue_full + export_failed + shutdown, 100);
+}
+
+#[test]
+fn a_second_signal_ends_a_stop_that_waits_on_a_black_hole_at_once() {
+    // The black hole lives on its own runtime thread for the length of the test.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let hole = runtime.block_on(black_hole());
+    let endpoint = format!("http://{hole}");
+    let mut service = common::process::Service::start(
+        env!("CARGO_BIN_EXE_quickstart"),
+        "quickstart listening",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
+    // A request, so the stop has spans to wait on.
+    let _ = runtime.block_on(common::get(&service.url("/users/1"), &[]));
+    let pid = service.child.id().to_string();
+    let signal = |name: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    signal("-INT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        service.child.try_wait().unwrap().is_none(),
+        "still flushing towards the black hole"
+    );
+    signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second signal did not end the process"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
 }

@@ -87,6 +87,9 @@ where
 /// systemd and container runtimes send) alike. Await it to stop serving and consuming, then
 /// drop or shut down the [`Telemetry`] guard so pending spans and metrics are flushed.
 ///
+/// A second SIGINT or SIGTERM while the process is stopping exits it at once (status 130), so
+/// a stop that hangs can always be cut short.
+///
 /// ```no_run
 /// # async fn demo(app: axum::Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
 /// axum::serve(listener, app)
@@ -95,6 +98,17 @@ where
 /// # }
 /// ```
 pub async fn shutdown_signal() {
+    stop_signal().await;
+    // The first signal starts a graceful stop; a second one ends the process now.
+    tokio::spawn(async {
+        stop_signal().await;
+        eprintln!("second stop signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// One SIGINT or SIGTERM.
+async fn stop_signal() {
     let interrupt = async {
         // Without a signal handler there is nothing to wait for: never resolve.
         if tokio::signal::ctrl_c().await.is_err() {
