@@ -233,7 +233,11 @@ async fn https_without_the_client_certificate_delivers_nothing() {
         let metrics = get(&app.url("/metrics"), &[]).await.body;
         let failed: f64 = metrics
             .lines()
-            .find(|l| l.starts_with("tracewire_export_failed_spans"))
+            .find(|l| {
+                l.starts_with("tracewire_telemetry_dropped_total")
+                    && l.contains("signal=\"spans\"")
+                    && l.contains("reason=\"export_failed\"")
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);

@@ -21,6 +21,7 @@
 pub mod attributes;
 pub mod bridge;
 pub mod context;
+pub mod dropped;
 pub mod error;
 pub mod event;
 pub mod logs;

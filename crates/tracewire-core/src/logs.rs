@@ -19,6 +19,15 @@
 //! | span fields | inside `tracing` spans | fields of the enclosing `tracing` spans, outermost first |
 //! | event fields | always | the event's own fields |
 //!
+//! ## Storms
+//!
+//! With [`JsonLayer::with_rate_limit`], each callsite may write that many events per second;
+//! the rest are suppressed and counted, and once the interval is over one summary line per
+//! callsite (`"message":"log events suppressed by the rate limit"`, level `WARN`, the
+//! callsite's `target`, `log.suppressed`, `log.rate_limit`, `code.file.path`,
+//! `code.line.number`) says how many. The access log (target `tracewire::access`) is exempt
+//! unless [`JsonLayer::rate_limit_access_log`] says otherwise.
+//!
 //! An event field whose name collides with one of the keys above is written as `field.<name>`;
 //! a field named like a sensitive header (`authorization`, `cookie`, …) is written as
 //! `"REDACTED"`.
@@ -37,6 +46,7 @@ use tracing_subscriber::layer;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::RequestId;
+use crate::dropped::{Reason, Signal};
 use crate::redact::{REDACTED, SensitiveHeaders};
 use crate::text;
 
@@ -70,7 +80,16 @@ pub struct JsonLayer<W = fn() -> io::Stdout> {
     /// written as `field.{name}`, so a line never holds a key twice.
     static_keys: Vec<Box<str>>,
     sensitive: SensitiveHeaders,
+    limiter: RateLimiter,
+    limit_access_log: bool,
 }
+
+mod rate_limit;
+pub use rate_limit::{DEFAULT_LIMIT as DEFAULT_RATE_LIMIT, ENV as RATE_LIMIT_ENV, limit_from_env};
+use rate_limit::{RateLimiter, Suppressed};
+
+/// The target of the access-log event every HTTP request writes.
+const ACCESS_TARGET: &str = "tracewire::access";
 
 impl<W> fmt::Debug for JsonLayer<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,6 +114,8 @@ impl JsonLayer {
             statics: String::new(),
             static_keys: Vec::new(),
             sensitive: SensitiveHeaders::default(),
+            limiter: RateLimiter::new(0),
+            limit_access_log: false,
         }
     }
 }
@@ -110,7 +131,25 @@ impl<W> JsonLayer<W> {
             statics: self.statics,
             static_keys: self.static_keys,
             sensitive: self.sensitive,
+            limiter: self.limiter,
+            limit_access_log: self.limit_access_log,
         }
+    }
+
+    /// Lets each callsite write at most `per_second` events per second (0, the default of a
+    /// bare layer, turns the limit off; `tracewire::init()` uses `TRACEWIRE_LOG_RATE_LIMIT`,
+    /// else 100). Suppressed events are counted, and summarised in one line per callsite and
+    /// interval.
+    pub fn with_rate_limit(mut self, per_second: u64) -> Self {
+        self.limiter = RateLimiter::new(per_second);
+        self
+    }
+
+    /// Whether the access log (target `tracewire::access`) is rate limited too (default: no,
+    /// every request keeps its line).
+    pub fn rate_limit_access_log(mut self, limited: bool) -> Self {
+        self.limit_access_log = limited;
+        self
     }
 
     /// Adds a field written on every line, after the trace ids (for resource keys such as
@@ -179,6 +218,17 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if self.limiter.limit() > 0 && (self.limit_access_log || meta.target() != ACCESS_TARGET) {
+            let mut summaries = Vec::new();
+            let admitted = self.limiter.admit(meta, &mut summaries);
+            for summary in &summaries {
+                self.write_summary(summary);
+            }
+            if !admitted {
+                return;
+            }
+        }
         thread_local! {
             static BUFFERS: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
         }
@@ -258,10 +308,43 @@ where
         line.push_str("}\n");
     }
 
+    /// Writes the line saying how many events one callsite had suppressed.
+    fn write_summary(&self, summary: &Suppressed) {
+        let meta = summary.metadata;
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"timestamp\":\"");
+        text::push_rfc3339(&mut line, std::time::SystemTime::now());
+        line.push_str("\",\"level\":\"WARN\",\"message\":");
+        push_json_str(&mut line, "log events suppressed by the rate limit");
+        line.push_str(",\"target\":");
+        push_json_str(&mut line, meta.target());
+        line.push_str(&self.statics);
+        line.push_str(",\"log.suppressed\":");
+        text::push_int(&mut line, summary.count);
+        line.push_str(",\"log.rate_limit\":");
+        text::push_int(&mut line, self.limiter.limit());
+        if let Some(file) = meta.file() {
+            line.push_str(",\"code.file.path\":");
+            push_json_str(&mut line, file);
+        }
+        if let Some(n) = meta.line() {
+            line.push_str(",\"code.line.number\":");
+            text::push_int(&mut line, n);
+        }
+        line.push_str("}\n");
+        let mut writer = self.make_writer.make_writer_for(meta);
+        if writer.write_all(line.as_bytes()).is_err() {
+            crate::dropped::record(Signal::Logs, Reason::WriteFailed, 1);
+        }
+    }
+
     fn write(&self, event: &Event<'_>, line: &str) {
         let mut writer = self.make_writer.make_writer_for(event.metadata());
-        // A log line that cannot be written is dropped: telemetry never fails the service.
-        let _ = writer.write_all(line.as_bytes());
+        // A log line that cannot be written is dropped and counted: telemetry never fails the
+        // service.
+        if writer.write_all(line.as_bytes()).is_err() {
+            crate::dropped::record(Signal::Logs, Reason::WriteFailed, 1);
+        }
     }
 }
 
@@ -510,5 +593,88 @@ mod tests {
         );
         assert_eq!(raw.matches("\"service.name\":\"svc\"").count(), 1);
         assert!(raw.contains("\"field.service.name\":\"user\""));
+    fn a_storm_is_cut_to_the_budget_with_one_summary_per_callsite() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let layer = JsonLayer::new()
+            .with_rate_limit(10)
+            .with_writer(move || writer.clone());
+        let _guard = tracing_subscriber::registry().with(layer).set_default();
+        let before = crate::dropped::count(Signal::Logs, Reason::RateLimited);
+
+        // Within one second (the interval the limiter started in): 10 of 500 get through.
+        for i in 0..500 {
+            tracing::error!(attempt = i, "database unreachable");
+        }
+        for _ in 0..3 {
+            tracing::warn!("another callsite");
+        }
+        for _ in 0..50 {
+            tracing::info!(target: "tracewire::access", "GET /");
+        }
+        let written = lines(&buf);
+        let storm: Vec<_> = written
+            .iter()
+            .filter(|l| l["message"] == "database unreachable")
+            .collect();
+        assert!(storm.len() <= 10 && !storm.is_empty(), "{}", storm.len());
+        assert_eq!(storm[0]["attempt"], 0);
+        let other = written
+            .iter()
+            .filter(|l| l["message"] == "another callsite");
+        assert_eq!(other.count(), 3);
+        let access = written.iter().filter(|l| l["message"] == "GET /");
+        assert_eq!(access.count(), 50, "the access log is exempt");
+        let suppressed_now = 500 - storm.len() as u64;
+        assert_eq!(
+            crate::dropped::count(Signal::Logs, Reason::RateLimited) - before,
+            suppressed_now
+        );
+
+        // The next interval: the first event writes the previous interval's summary.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        tracing::warn!("after the storm");
+        let written = lines(&buf);
+        let summaries: Vec<_> = written
+            .iter()
+            .filter(|l| l["message"] == "log events suppressed by the rate limit")
+            .collect();
+        assert_eq!(summaries.len(), 1, "{summaries:?}");
+        let summary = summaries[0];
+        assert_eq!(summary["level"], "WARN");
+        assert_eq!(summary["target"], module_path!());
+        assert_eq!(summary["log.suppressed"], suppressed_now);
+        assert_eq!(summary["log.rate_limit"], 10);
+        assert_eq!(summary["code.file.path"], file!());
+        assert!(summary["code.line.number"].as_u64().is_some());
+        assert_eq!(
+            written
+                .iter()
+                .filter(|l| l["message"] == "after the storm")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_line_the_writer_refuses_is_counted() {
+        struct Broken;
+        impl io::Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let layer = JsonLayer::new().with_writer(|| Broken);
+        let _guard = tracing_subscriber::registry().with(layer).set_default();
+        let before = crate::dropped::count(Signal::Logs, Reason::WriteFailed);
+        tracing::info!("lost");
+        tracing::info!("lost too");
+        assert_eq!(
+            crate::dropped::count(Signal::Logs, Reason::WriteFailed) - before,
+            2
+        );
     }
 }

@@ -105,7 +105,8 @@ impl Drop for OtlpReceiver {
 }
 
 #[derive(Clone)]
-struct Sink(Arc<Mutex<Received>>, bool);
+/// What the receiver keeps, whether it serves TLS, and how long it waits before answering.
+struct Sink(Arc<Mutex<Received>>, bool, Duration);
 
 impl Sink {
     fn record<T>(&self, signal: &'static str, request: &tonic::Request<T>) {
@@ -132,6 +133,7 @@ impl TraceService for Sink {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.record("traces", &request);
+        tokio::time::sleep(self.2).await;
         if let Ok(mut r) = self.0.lock() {
             r.traces.push((Transport::Grpc, request.into_inner()));
         }
@@ -148,6 +150,7 @@ impl MetricsService for Sink {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         self.record("metrics", &request);
+        tokio::time::sleep(self.2).await;
         if let Ok(mut r) = self.0.lock() {
             r.metrics.push((Transport::Grpc, request.into_inner()));
         }
@@ -216,23 +219,29 @@ fn accept_http<Req: Message + Default, Resp: Message + Default>(
 impl OtlpReceiver {
     /// Starts both listeners on ephemeral loopback ports. Needs a tokio runtime.
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, Duration::ZERO).await
     }
 
     /// Starts both listeners serving TLS only, with a certificate for `127.0.0.1` and
     /// `localhost` issued by a CA made for this receiver ([`OtlpReceiver::ca_file`]); the
     /// endpoints are `https://`. Clients need not present a certificate.
     pub async fn start_tls() -> Self {
-        Self::start_with(Some(crate::tls::TestCertificates::generate(false))).await
+        Self::start_with(Some(crate::tls::TestCertificates::generate(false)), Duration::ZERO).await
     }
 
     /// Like [`OtlpReceiver::start_tls`], and clients must present a certificate issued by the
     /// same CA ([`OtlpReceiver::client_cert_file`], [`OtlpReceiver::client_key_file`]).
     pub async fn start_mutual_tls() -> Self {
-        Self::start_with(Some(crate::tls::TestCertificates::generate(true))).await
+        Self::start_with(Some(crate::tls::TestCertificates::generate(true)), Duration::ZERO).await
     }
 
-    async fn start_with(tls: Option<crate::tls::TestCertificates>) -> Self {
+    /// Starts a slow receiver: it answers every export request `delay` after receiving it
+    /// (and keeps what it received from that moment).
+    pub async fn start_with_delay(delay: Duration) -> Self {
+        Self::start_with(None, delay).await
+    }
+
+    async fn start_with(tls: Option<crate::tls::TestCertificates>, delay: Duration) -> Self {
         let received = Arc::new(Mutex::new(Received::default()));
         let grpc_listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -244,7 +253,7 @@ impl OtlpReceiver {
         let http = http_listener.local_addr().expect("HTTP address");
 
         let is_tls = tls.is_some();
-        let sink = Sink(received.clone(), is_tls);
+        let sink = Sink(received.clone(), is_tls, delay);
         let mut server = tonic::transport::Server::builder();
         if let Some(certs) = &tls {
             server = server
@@ -269,6 +278,7 @@ impl OtlpReceiver {
                 "/v1/traces",
                 post(
                     move |headers: axum::http::HeaderMap, body: Bytes| async move {
+                        tokio::time::sleep(delay).await;
                         accept_http::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
                             &traces,
                             "traces",
@@ -284,6 +294,7 @@ impl OtlpReceiver {
                 "/v1/metrics",
                 post(
                     move |headers: axum::http::HeaderMap, body: Bytes| async move {
+                        tokio::time::sleep(delay).await;
                         accept_http::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
                             &metrics,
                             "metrics",
@@ -299,6 +310,7 @@ impl OtlpReceiver {
                 "/v1/logs",
                 post(
                     move |headers: axum::http::HeaderMap, body: Bytes| async move {
+                        tokio::time::sleep(delay).await;
                         accept_http::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
                             &logs,
                             "logs",

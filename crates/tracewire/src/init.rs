@@ -1,16 +1,13 @@
 //! `tracewire::init()`: one call that wires traces, metrics and logs.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracewire_core::logs::JsonLayer;
 use tracewire_core::redact::SensitiveHeaders;
 use tracing_subscriber::EnvFilter;
@@ -19,6 +16,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::MetricsService;
+
+/// The default [`Builder::metric_cardinality_limit`].
+const DEFAULT_CARDINALITY_LIMIT: usize = 2000;
 
 /// Sets up traces, metrics and logs from the standard `OTEL_*` environment variables, with
 /// the defaults described on [`Builder`]. Same as `tracewire::builder().init()`.
@@ -92,6 +92,14 @@ pub enum InitError {
     /// The HTTP client of the OTLP/HTTP exporters could not be created.
     #[error("cannot create the OTLP/HTTP client: {0}")]
     HttpClient(String),
+    /// `TRACEWIRE_LOG_RATE_LIMIT` is not a whole number of events per second.
+    #[error(
+        "TRACEWIRE_LOG_RATE_LIMIT={value:?} is not a number of events per second (0 turns the limit off)"
+    )]
+    LogRateLimit {
+        /// The variable's value.
+        value: String,
+    },
     /// A global `tracing` subscriber was installed before `init()`.
     #[error(
         "a global tracing subscriber is already installed: build with `.without_logs()` and add `tracewire::logs::JsonLayer` to your subscriber instead"
@@ -132,10 +140,11 @@ pub enum OtlpProtocol {
 /// | exporters off | `OTEL_TRACES_EXPORTER=none`, `OTEL_METRICS_EXPORTER=none` | on |
 /// | log filter | `RUST_LOG` | `info` |
 /// | sampling | `TRACEWIRE_SAMPLING_RATIO`, `_SLOW`, `_RULES`, … ([`crate::sampling`]) | keep all; failing, slow, synthetic always |
+/// | log events per second per callsite | `TRACEWIRE_LOG_RATE_LIMIT` (0 = off) | 100 |
 ///
 /// Spans are exported in batches on a background thread through a bounded queue: when the
-/// collector is down, spans are dropped (and counted in
-/// `tracewire.export.failed_spans`), memory stays bounded and requests are not slowed.
+/// collector is down, spans are dropped (and counted in `tracewire.telemetry.dropped`, with
+/// the `signal` and `reason` of every drop), memory stays bounded and requests are not slowed.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), tracewire::InitError> {
@@ -145,6 +154,7 @@ pub enum OtlpProtocol {
 ///     .init()?;
 /// # Ok(()) }
 /// ```
+#[must_use = "a builder does nothing until `.init()` is called"]
 pub struct Builder {
     service_name: Option<String>,
     service_version: Option<String>,
@@ -165,6 +175,11 @@ pub struct Builder {
     otlp_logs: Option<bool>,
     tracing_spans: Option<bool>,
     exemplar_filter: Option<crate::config::ExemplarFilter>,
+    shutdown_timeout: Duration,
+    span_queue_size: Option<usize>,
+    log_rate_limit: Option<u64>,
+    rate_limit_access_log: bool,
+    cardinality_limit: usize,
 }
 
 impl fmt::Debug for Builder {
@@ -203,6 +218,11 @@ impl Default for Builder {
             otlp_logs: None,
             tracing_spans: None,
             exemplar_filter: None,
+            shutdown_timeout: crate::shutdown::DEFAULT_TIMEOUT,
+            span_queue_size: None,
+            log_rate_limit: None,
+            rate_limit_access_log: false,
+            cardinality_limit: DEFAULT_CARDINALITY_LIMIT,
         }
     }
 }
@@ -330,6 +350,47 @@ impl Builder {
         self
     }
 
+    /// The longest [`Telemetry::flush`], [`Telemetry::shutdown`] and dropping the guard may
+    /// take, whatever the collector does (default 5 s). What is still queued then is dropped
+    /// and counted.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How many ended spans may wait for export (default: `OTEL_BSP_MAX_QUEUE_SIZE`, else
+    /// 2048). Spans ending while the queue is full are dropped and counted.
+    pub fn span_queue_size(mut self, spans: usize) -> Self {
+        self.span_queue_size = Some(spans.max(1));
+        self
+    }
+
+    /// Log events each callsite may write per second (default: `TRACEWIRE_LOG_RATE_LIMIT`,
+    /// else 100; 0 turns the limit off). Suppressed events are counted
+    /// (`tracewire.telemetry.dropped{signal="logs", reason="rate_limited"}`) and summarised in
+    /// one line per callsite and second.
+    pub fn log_rate_limit(mut self, per_second: u64) -> Self {
+        self.log_rate_limit = Some(per_second);
+        self
+    }
+
+    /// Applies the log rate limit to the access log too (default: every request keeps its
+    /// access-log line).
+    pub fn rate_limit_access_log(mut self, limited: bool) -> Self {
+        self.rate_limit_access_log = limited;
+        self
+    }
+
+    /// The most attribute sets (series) one metric keeps per collection (default 2000).
+    /// Measurements with further attribute sets are added to one series labelled
+    /// `otel.metric.overflow=true` instead of growing memory. tracewire's own instruments
+    /// stay far below it whatever clients send: methods outside the standard set are
+    /// `_OTHER`, routes are the router's templates.
+    pub fn metric_cardinality_limit(mut self, series: usize) -> Self {
+        self.cardinality_limit = series.max(1);
+        self
+    }
+
     /// Builds the pipeline and installs it globally.
     pub fn init(self) -> Result<Telemetry, InitError> {
         use crate::config::{self, ProcessEnv};
@@ -364,7 +425,6 @@ impl Builder {
         );
 
         let view = crate::view::View::new(&resource, &self.sensitive);
-        let failed_spans = Arc::new(AtomicU64::new(0));
         let parent_based = match &self.sampler {
             Some(sampler) => matches!(sampler, Sampler::ParentBased(_)),
             None => env_nonempty("OTEL_TRACES_SAMPLER")
@@ -384,7 +444,8 @@ impl Builder {
             tracer_builder = tracer_builder.with_sampler(sampler);
         }
         let otlp_traces = otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
-        let mut span_exporter_chain = None;
+        let mut queued_spans = None;
+        let mut span_processor = None;
         if otlp_traces {
             let transport = Transport::resolve(
                 &env,
@@ -393,18 +454,26 @@ impl Builder {
                 self.otlp_protocol,
             )?;
             let exporter = crate::exporter::span_exporter(&transport, limits.value_length)?;
-            span_exporter_chain = Some(CountingExporter {
-                inner: exporter,
-                failed: failed_spans.clone(),
-            });
+            let (processor, queued) =
+                crate::dropped::batch_processor(exporter, self.span_queue_size);
+            span_processor = Some(processor);
+            queued_spans = Some(queued);
         }
         tracer_builder = view.add_processor(tracer_builder);
         // Consistent ratio + tail decision in front of the batch processor (see `sampling`).
         let (tracer_builder, sampling_decisions) =
-            crate::sampling::configure(tracer_builder, sampling.as_ref(), span_exporter_chain);
+            crate::sampling::configure(tracer_builder, sampling.as_ref(), span_processor);
         let tracer_provider = tracer_builder.build();
 
-        let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
+        let cardinality_limit = self.cardinality_limit;
+        let mut meter_builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_view(move |_: &opentelemetry_sdk::metrics::Instrument| {
+                opentelemetry_sdk::metrics::Stream::builder()
+                    .with_cardinality_limit(cardinality_limit)
+                    .build()
+                    .ok()
+            });
         let otlp_metrics = otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Metrics);
         if otlp_metrics {
             let transport = Transport::resolve(
@@ -414,7 +483,8 @@ impl Builder {
                 self.otlp_protocol,
             )?;
             let exporter = crate::exporter::metric_exporter(&transport)?;
-            let mut reader = PeriodicReader::builder(exporter);
+            let mut reader =
+                PeriodicReader::builder(crate::dropped::CountingMetricExporter { inner: exporter });
             if let Some(interval) = self.metric_interval {
                 reader = reader.with_interval(interval);
             }
@@ -468,9 +538,17 @@ impl Builder {
                 .get(&opentelemetry::Key::from_static_str("service.name"))
                 .map(|v| v.to_string())
                 .unwrap_or_default();
+            let rate_limit = match self.log_rate_limit {
+                Some(limit) => limit,
+                None => tracewire_core::logs::limit_from_env()
+                    .map_err(|value| InitError::LogRateLimit { value })?
+                    .unwrap_or(tracewire_core::logs::DEFAULT_RATE_LIMIT),
+            };
             let layer = JsonLayer::new()
                 .with_static_field("service.name", &service_name)
-                .with_sensitive_fields(self.sensitive.clone());
+                .with_sensitive_fields(self.sensitive.clone())
+                .with_rate_limit(rate_limit)
+                .rate_limit_access_log(self.rate_limit_access_log);
             let result = match self.log_writer {
                 Some(writer) => tracing_subscriber::registry()
                     .with(filter)
@@ -507,13 +585,7 @@ impl Builder {
             tracewire_core::event::set_pii_hash_key(key);
         }
 
-        let observed = failed_spans.clone();
-        let export_failures = tracewire_core::metrics::meter()
-            .u64_observable_counter("tracewire.export.failed_spans")
-            .with_unit("{span}")
-            .with_description("Spans the OTLP exporter could not deliver and dropped")
-            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
-            .build();
+        let dropped = crate::dropped::instrument();
 
         Ok(Telemetry {
             tracer_provider,
@@ -521,11 +593,12 @@ impl Builder {
             logger_provider,
             registry,
             resource,
-            failed_spans,
+            queued_spans,
             otlp_traces,
             otlp_metrics,
-            _export_failures: export_failures,
             _sampling: sampling_counters,
+            _dropped: dropped,
+            shutdown_timeout: self.shutdown_timeout,
             shut_down: false,
             view,
         })
@@ -593,49 +666,24 @@ fn log_filter(default: Option<&str>) -> Result<EnvFilter, InitError> {
         })
 }
 
-/// Counts spans an exporter failed to deliver (the batch processor drops them).
-#[derive(Debug)]
-struct CountingExporter<E> {
-    inner: E,
-    failed: Arc<AtomicU64>,
-}
-
-impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        if result.is_err() {
-            self.failed.fetch_add(n, Ordering::Relaxed);
-        }
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
 /// The running pipeline. Dropping it (or calling [`Telemetry::shutdown`]) flushes pending
 /// spans and metrics and shuts the exporters down.
+///
+/// Bind it for the life of the program (`let telemetry = tracewire::init()?;`): a guard that is
+/// not bound is dropped at once, which shuts the pipeline down before anything is exported.
+#[must_use = "dropping the guard shuts telemetry down at once: bind it, `let telemetry = tracewire::init()?;`"]
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
     logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     registry: Option<prometheus::Registry>,
     resource: Resource,
-    failed_spans: Arc<AtomicU64>,
+    queued_spans: Option<crate::dropped::InFlight>,
     otlp_traces: bool,
     otlp_metrics: bool,
-    _export_failures: opentelemetry::metrics::ObservableCounter<u64>,
     _sampling: Option<crate::sampling::Counters>,
+    _dropped: opentelemetry::metrics::ObservableCounter<u64>,
+    shutdown_timeout: Duration,
     shut_down: bool,
     #[cfg_attr(not(feature = "view"), allow(dead_code))]
     pub(crate) view: crate::view::View,
@@ -669,30 +717,45 @@ impl Telemetry {
         (self.otlp_traces, self.otlp_metrics)
     }
 
-    /// Spans dropped because the exporter could not deliver them.
-    pub fn failed_spans(&self) -> u64 {
-        self.failed_spans.load(Ordering::Relaxed)
+    /// Spans dropped since the process started, for every reason (a full queue, a failed
+    /// export, a shutdown that could not wait): the `signal=spans` part of
+    /// `tracewire.telemetry.dropped`.
+    pub fn dropped_spans(&self) -> u64 {
+        tracewire_core::dropped::total(tracewire_core::dropped::Signal::Spans)
     }
 
-    /// Exports everything pending now (blocks until the exporters answer or time out).
+    /// Spans waiting in the export queue now (handed over, not yet taken by the exporter).
+    pub fn queued_spans(&self) -> usize {
+        self.queued_spans.as_ref().map_or(0, |q| q.queued())
+    }
+
+    /// Exports everything pending now; blocks until the exporters answer, at most the
+    /// [shutdown timeout](Builder::shutdown_timeout).
     pub fn flush(&self) {
-        let _ = self.tracer_provider.force_flush();
-        let _ = self.meter_provider.force_flush();
-        if let Some(logs) = &self.logger_provider {
-            let _ = logs.force_flush();
-        }
+        let _ = self.bounded(crate::shutdown::Op::Flush);
     }
 
-    /// Flushes and shuts the pipeline down; reports the first error.
-    pub fn shutdown(mut self) -> Result<(), opentelemetry_sdk::error::OTelSdkError> {
+    /// Flushes and shuts the pipeline down within the
+    /// [shutdown timeout](Builder::shutdown_timeout) (default 5 s), whatever the collector
+    /// does. The report (or the error, when time ran out or an exporter failed) says how much
+    /// telemetry was dropped in all, including the spans still queued when time ran out.
+    pub fn shutdown(mut self) -> Result<crate::ShutdownReport, crate::ShutdownError> {
         self.shut_down = true;
-        let traces = self.tracer_provider.shutdown();
-        let metrics = self.meter_provider.shutdown();
-        let logs = match &self.logger_provider {
-            Some(logs) => logs.shutdown(),
-            None => Ok(()),
-        };
-        traces.and(metrics).and(logs)
+        self.bounded(crate::shutdown::Op::Shutdown)
+    }
+
+    fn bounded(
+        &self,
+        op: crate::shutdown::Op,
+    ) -> Result<crate::ShutdownReport, crate::ShutdownError> {
+        crate::shutdown::run(
+            op,
+            &self.tracer_provider,
+            &self.meter_provider,
+            self.logger_provider.as_ref(),
+            self.queued_spans.as_ref(),
+            self.shutdown_timeout,
+        )
     }
 }
 
@@ -700,10 +763,8 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         if !self.shut_down {
             self.shut_down = true;
-            let _ = self.tracer_provider.shutdown();
-            let _ = self.meter_provider.shutdown();
-            if let Some(logs) = &self.logger_provider {
-                let _ = logs.shutdown();
+            if let Err(error) = self.bounded(crate::shutdown::Op::Shutdown) {
+                tracing::warn!(target: "tracewire", %error, "telemetry shut down with losses");
             }
         }
     }

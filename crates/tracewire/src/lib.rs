@@ -38,6 +38,7 @@
 
 pub mod config;
 mod exporter;
+mod dropped;
 mod init;
 mod metrics_service;
 pub mod ops;
@@ -52,9 +53,20 @@ pub use metrics_service::MetricsService;
 pub mod trace_view {
     pub use crate::view::{DEFAULT_BASE, Limits, ViewService};
 }
+mod shutdown;
+
+pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
+pub use metrics_service::MetricsService;
+pub use shutdown::{ShutdownError, ShutdownReport};
 
 pub use tracewire_core::RequestId;
 pub use tracewire_core::context::in_current_context;
+
+/// Counts of the telemetry the pipeline dropped instead of slowing the service, by signal and
+/// reason (reported as `tracewire.telemetry.dropped`).
+pub mod drops {
+    pub use tracewire_core::dropped::*;
+}
 
 /// Logging pieces, for users who assemble their own `tracing` subscriber.
 pub mod logs {
@@ -102,6 +114,9 @@ where
 /// systemd and container runtimes send) alike. Await it to stop serving and consuming, then
 /// drop or shut down the [`Telemetry`] guard so pending spans and metrics are flushed.
 ///
+/// A second SIGINT or SIGTERM while the process is stopping exits it at once (status 130), so
+/// a stop that hangs can always be cut short.
+///
 /// ```no_run
 /// # async fn demo(app: axum::Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
 /// axum::serve(listener, app)
@@ -110,6 +125,17 @@ where
 /// # }
 /// ```
 pub async fn shutdown_signal() {
+    stop_signal().await;
+    // The first signal starts a graceful stop; a second one ends the process now.
+    tokio::spawn(async {
+        stop_signal().await;
+        eprintln!("second stop signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// One SIGINT or SIGTERM.
+async fn stop_signal() {
     let interrupt = async {
         // Without a signal handler there is nothing to wait for: never resolve.
         if tokio::signal::ctrl_c().await.is_err() {

@@ -40,19 +40,18 @@ use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::ObservableCounter;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanExporter, TracerProviderBuilder};
+use opentelemetry_sdk::trace::{SpanProcessor, TracerProviderBuilder};
 
-/// Sets up the sampler, and with an exporter the tail processor in front of its batch
-/// processor; returns the decision counts to report.
-pub(crate) fn configure<E: SpanExporter + 'static>(
+/// Sets up the sampler, and with a processor exporting spans (the counted batch queue) the
+/// tail processor in front of it; returns the decision counts to report.
+pub(crate) fn configure<P: SpanProcessor + 'static>(
     builder: TracerProviderBuilder,
     setup: Option<&Setup>,
-    exporter: Option<E>,
+    next: Option<P>,
 ) -> (TracerProviderBuilder, Option<Arc<Decisions>>) {
-    match (setup, exporter) {
-        (Some(setup), Some(exporter)) => {
-            let tail =
-                TailProcessor::from_setup(BatchSpanProcessor::builder(exporter).build(), setup);
+    match (setup, next) {
+        (Some(setup), Some(next)) => {
+            let tail = TailProcessor::from_setup(next, setup);
             let decisions = tail.decisions();
             (
                 builder
@@ -65,7 +64,7 @@ pub(crate) fn configure<E: SpanExporter + 'static>(
             builder.with_sampler(ConsistentSampler::from_setup(setup, false)),
             None,
         ),
-        (None, Some(exporter)) => (builder.with_batch_exporter(exporter), None),
+        (None, Some(next)) => (builder.with_span_processor(next), None),
         (None, None) => (builder, None),
     }
 }
