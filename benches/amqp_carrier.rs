@@ -2,7 +2,9 @@
 //! through AMQP headers: inject into a fresh lapin `FieldTable`, extract from one, through the
 //! W3C trace-context + baggage propagator that `tracewire::init()` installs.
 //!
-//! Baseline in the same run: the same propagator over a `HashMap<String, String>`, the
+//! Two propagators in the same run: OpenTelemetry's SDK propagators (trace context + baggage,
+//! the previous default, benches `*/field_table*`) and tracewire's W3C codec (the default now,
+//! `*/tracewire_codec`). Baseline: the SDK propagators over a `HashMap<String, String>`, the
 //! carrier OpenTelemetry ships (what a hand-written integration would start from).
 
 use std::collections::HashMap;
@@ -85,6 +87,24 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("extract/field_table_span_only", |b| {
         b.iter(|| carrier::extract(Some(std::hint::black_box(&span_table))))
+    });
+
+    // The same full context through tracewire's codec.
+    global::set_text_map_propagator(tracewire::propagation::W3cPropagator::new());
+    let mut codec_table = FieldTable::default();
+    carrier::inject(&cx, &mut codec_table);
+    let back = carrier::extract(Some(&codec_table));
+    assert_eq!(back.span().span_context(), cx.span().span_context());
+    assert_eq!(back.baggage().len(), 2);
+    group.bench_function("inject/tracewire_codec", |b| {
+        b.iter(|| {
+            let mut headers = FieldTable::default();
+            carrier::inject(std::hint::black_box(&cx), &mut headers);
+            headers
+        })
+    });
+    group.bench_function("extract/tracewire_codec", |b| {
+        b.iter(|| carrier::extract(Some(std::hint::black_box(&codec_table))))
     });
     group.finish();
 

@@ -151,6 +151,58 @@ fn carrier(c: &mut Criterion) {
     group.finish();
 }
 
+/// A full context: `traceparent`, `tracestate` and two baggage entries.
+fn full_context() -> Context {
+    use opentelemetry::KeyValue;
+    use opentelemetry::baggage::BaggageExt;
+    Context::new()
+        .with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::from_key_value([("vendor", "opaque")]).unwrap(),
+        ))
+        .with_baggage([
+            KeyValue::new("tenant", "acme"),
+            KeyValue::new("region", "eu"),
+        ])
+}
+
+/// A full context through the SDK propagators (trace context + baggage, the previous
+/// default) and through tracewire's W3C codec (the default now), in one run.
+fn carrier_full(c: &mut Criterion) {
+    use opentelemetry::baggage::BaggageExt;
+    let cx = full_context();
+    let mut group = c.benchmark_group("kafka_carrier_full");
+    for (name, w3c) in [("sdk_propagators", false), ("tracewire_codec", true)] {
+        if w3c {
+            global::set_text_map_propagator(tracewire::propagation::W3cPropagator::new());
+        } else {
+            install_propagators();
+        }
+        let headers = inject_headers::<OwnedHeaders>(&cx, None);
+        assert_eq!(headers.count(), 3);
+        let back = extract_context(Some(&headers));
+        assert_eq!(back.span().span_context(), cx.span().span_context());
+        assert_eq!(back.baggage().len(), 2);
+        group.bench_function(format!("inject/{name}"), |b| {
+            b.iter(|| {
+                std::hint::black_box(inject_headers::<OwnedHeaders>(
+                    std::hint::black_box(&cx),
+                    None,
+                ))
+            })
+        });
+        let borrowed = headers.as_borrowed();
+        group.bench_function(format!("extract/{name}"), |b| {
+            b.iter(|| std::hint::black_box(extract_context(Some(std::hint::black_box(borrowed)))))
+        });
+    }
+    group.finish();
+    install_propagators();
+}
+
 fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -256,5 +308,5 @@ fn roundtrip(c: &mut Criterion) {
     let _ = meter_provider.shutdown();
 }
 
-criterion_group!(benches, carrier, roundtrip);
+criterion_group!(benches, carrier, carrier_full, roundtrip);
 criterion_main!(benches);

@@ -1,6 +1,11 @@
 //! Per-request cost of the server instrumentation, requests driven through an axum router
-//! in-process (no sockets): bare router; `ServerLayer` sampled and unsampled; tower-http
-//! `TraceLayer` + tracing-opentelemetry, exporting through the same SDK pipeline.
+//! in-process (no sockets): bare router; `ServerLayer` sampled and unsampled, with
+//! tracewire's W3C codec (the default propagator) and with the SDK's `TraceContextPropagator`
+//! (the previous default); a naive hand-written OpenTelemetry layer (the reference: extract
+//! with the SDK propagator, one SDK span with five attributes, ended on the response); tower-http
+//! `TraceLayer` + tracing-opentelemetry, exporting through the same SDK pipeline; and
+//! `ServerLayer` with the trace view recording beside the exporter (its span processor and
+//! log layer handing every span and log line to the view's thread).
 //!
 //! Every instrumented variant exports spans through a batch span processor into an exporter
 //! that discards them, and writes its log lines into `io::sink`, so the figures include span
@@ -31,6 +36,108 @@ impl SpanExporter for Discard {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         std::hint::black_box(batch);
         Ok(())
+    }
+}
+
+/// The reference: what a user writes by hand with the OpenTelemetry SDK alone. Extracts the
+/// parent with the SDK's `TraceContextPropagator`, starts one server span with five
+/// attributes, runs the handler under its context and ends the span on the response.
+mod naive {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+
+    use http::{HeaderMap, Request, Response};
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+    use opentelemetry::{Context, KeyValue};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracer;
+
+    struct Headers<'a>(&'a HeaderMap);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Layer {
+        pub(crate) tracer: SdkTracer,
+    }
+
+    impl<S> tower::Layer<S> for Layer {
+        type Service = Service<S>;
+        fn layer(&self, inner: S) -> Service<S> {
+            Service {
+                inner,
+                tracer: self.tracer.clone(),
+                propagator: TraceContextPropagator::new(),
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Service<S> {
+        inner: S,
+        tracer: SdkTracer,
+        propagator: TraceContextPropagator,
+    }
+
+    impl<S, B, RB> tower::Service<Request<B>> for Service<S>
+    where
+        S: tower::Service<Request<B>, Response = Response<RB>> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        type Response = Response<RB>;
+        type Error = S::Error;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, S::Error>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request<B>) -> Self::Future {
+            let parent = self.propagator.extract(&Headers(req.headers()));
+            let attributes = vec![
+                KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+                KeyValue::new("url.path", req.uri().path().to_owned()),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new(
+                    "user_agent.original",
+                    req.headers()
+                        .get("user-agent")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned(),
+                ),
+            ];
+            let span = self
+                .tracer
+                .span_builder(format!("{} {}", req.method(), req.uri().path()))
+                .with_kind(SpanKind::Server)
+                .with_attributes(attributes)
+                .start_with_context(&self.tracer, &parent);
+            let cx = Context::new().with_span(span);
+            let fut = self.inner.call(req).with_context(cx.clone());
+            Box::pin(async move {
+                let result = fut.await;
+                let span = cx.span();
+                if let Ok(resp) = &result {
+                    span.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(resp.status().as_u16()),
+                    ));
+                }
+                span.end();
+                result
+            })
+        }
     }
 }
 
@@ -69,7 +176,6 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    global::set_text_map_propagator(TraceContextPropagator::new());
     let meter_provider = SdkMeterProvider::builder()
         .with_reader(
             opentelemetry_sdk::metrics::PeriodicReader::builder(
@@ -88,6 +194,24 @@ fn bench(c: &mut Criterion) {
     global::set_tracer_provider(unsampled.clone());
     let tracewire_unsampled = router().layer(tracewire::http::ServerLayer::new());
 
+    let naive_sampled = router().layer(naive::Layer {
+        tracer: sampled.tracer("naive"),
+    });
+    let naive_unsampled = router().layer(naive::Layer {
+        tracer: unsampled.tracer("naive"),
+    });
+    let codec = || global::set_text_map_propagator(tracewire::propagation::W3cPropagator::new());
+    let sdk = || global::set_text_map_propagator(TraceContextPropagator::new());
+    let recorder = tracewire_view::Recorder::new("bench", tracewire_view::Limits::default());
+    recorder.enable();
+    let viewed = SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .with_span_processor(recorder.processor())
+        .with_sampler(Sampler::AlwaysOn)
+        .build();
+    global::set_tracer_provider(viewed.clone());
+    let tracewire_viewed = router().layer(tracewire::http::ServerLayer::new());
+
     let peer_provider = provider(Sampler::AlwaysOn);
     let peer = router().layer(tower_http::trace::TraceLayer::new_for_http());
 
@@ -101,7 +225,22 @@ fn bench(c: &mut Criterion) {
     group.bench_function("bare", |b| {
         b.to_async(&rt).iter(|| drive(&bare));
     });
-    // Without a log subscriber: spans, metrics and headers only.
+    group.bench_function("naive_layer_sampled", |b| {
+        b.to_async(&rt).iter(|| drive(&naive_sampled));
+    });
+    group.bench_function("naive_layer_unsampled", |b| {
+        b.to_async(&rt).iter(|| drive(&naive_unsampled));
+    });
+    // Without a log subscriber: spans, metrics and headers only. First with the SDK's
+    // propagator (the previous default), then with tracewire's codec (the default).
+    sdk();
+    group.bench_function("tracewire_sampled_no_logs_sdk_propagator", |b| {
+        b.to_async(&rt).iter(|| drive(&tracewire_sampled));
+    });
+    group.bench_function("tracewire_unsampled_no_logs_sdk_propagator", |b| {
+        b.to_async(&rt).iter(|| drive(&tracewire_unsampled));
+    });
+    codec();
     group.bench_function("tracewire_sampled_no_logs", |b| {
         b.to_async(&rt).iter(|| drive(&tracewire_sampled));
     });
@@ -115,6 +254,12 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("tracewire_unsampled", |b| {
             b.to_async(&rt).iter(|| drive(&tracewire_unsampled));
+        });
+    }
+    {
+        let _logs = tracing::subscriber::set_default(json_to_sink().with(recorder.log_layer()));
+        group.bench_function("tracewire_sampled_with_view", |b| {
+            b.to_async(&rt).iter(|| drive(&tracewire_viewed));
         });
     }
     {
@@ -133,6 +278,12 @@ fn bench(c: &mut Criterion) {
     let _ = sampled.shutdown();
     let _ = unsampled.shutdown();
     let _ = peer_provider.shutdown();
+    let _ = viewed.shutdown();
+    eprintln!(
+        "view: {} spans and log lines dropped at the hand-off, {:?}",
+        recorder.dropped(),
+        recorder.store().stats()
+    );
 }
 
 criterion_group! {

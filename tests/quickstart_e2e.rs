@@ -218,7 +218,11 @@ async fn a_collector_that_is_down_neither_slows_nor_breaks_the_service() {
         let metrics = get(&app.url("/metrics"), &[]).await.body;
         let failed: f64 = metrics
             .lines()
-            .find(|l| l.starts_with("tracewire_export_failed_spans"))
+            .find(|l| {
+                l.starts_with("tracewire_telemetry_dropped_total")
+                    && l.contains("reason=\"export_failed\"")
+                    && l.contains("signal=\"spans\"")
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);

@@ -26,7 +26,7 @@ use tracewire::amqp::lapin::options::{
 };
 use tracewire::amqp::lapin::types::{FieldTable, ShortString};
 use tracewire::amqp::lapin::{Connection, ConnectionProperties};
-use tracewire::amqp::{Outcome, RetryQueue, TracedChannel, TracedDelivery};
+use tracewire::amqp::{Outcome, RetryPolicy, RetryQueue, TracedChannel, TracedDelivery};
 use tracewire::kafka::TracedProducer;
 use tracewire::kafka::rdkafka::config::ClientConfig;
 use tracewire::kafka::rdkafka::producer::{FutureRecord, Producer as _};
@@ -52,7 +52,10 @@ struct Billing {
 
 /// Charges an order: a child span of the message's process span, an error span when the
 /// payment provider fails.
-#[tracewire::traced(fields(order.id = order.order_id.as_str(), attempt))]
+#[tracewire::traced(
+    fields(order.id = order.order_id.as_str(), attempt),
+    objective(name = "payment-provider", availability = 95%, latency = 99% < 100ms)
+)]
 async fn charge(
     order: &OrderCreated,
     attempt: u32,
@@ -130,8 +133,22 @@ async fn retry_later<E: std::error::Error>(
     }
 }
 
+// Orders are charged: the messages of the order queue are processed, and processed in time.
+tracewire::objective!(
+    name = "charge-orders",
+    amqp_queue = common::DEFAULT_ORDERS_QUEUE,
+    availability = 99%,
+    latency = 99% < 1s,
+    description = "Every order placed is charged within a second."
+);
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `--ops-out DIR` / `--ops-check DIR`: this service's alert rules, dashboard and runbook
+    // (committed in examples/ops/, see docs/operations.md).
+    if let Some(code) = tracewire::ops::Generator::new("billing").handle_args() {
+        std::process::exit(code);
+    }
     let telemetry = tracewire::builder().service_name("billing").init()?;
 
     let amqp_addr = env_or("AMQP_ADDR", common::DEFAULT_AMQP_ADDR);
@@ -163,8 +180,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             common::expiring(FieldTable::default()),
         )
         .await?;
-    let retry = RetryQueue::new(&queue, common::env_millis("BILLING_RETRY_DELAY_MS", 1000))?
-        .with_max_attempts(3);
+    let delay = common::env_millis("BILLING_RETRY_DELAY_MS", 1000);
+    let retry = RetryQueue::new(
+        &queue,
+        RetryPolicy::new().max_attempts(3).backoff(delay, delay * 4),
+    )?;
     channel
         .queue_declare(
             ShortString::try_new(retry.retry_queue().to_owned())?,

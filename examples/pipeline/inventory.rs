@@ -81,8 +81,22 @@ async fn create_reservation(
     }
 }
 
+// The reservation API that shipping calls.
+tracewire::objective!(
+    name = "reservations",
+    http_route = "/reservations",
+    availability = 99.9%,
+    latency = 99% < 100ms,
+    description = "Stock can be reserved for paid orders."
+);
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `--ops-out DIR` / `--ops-check DIR`: this service's alert rules, dashboard and runbook
+    // (committed in examples/ops/, see docs/operations.md).
+    if let Some(code) = tracewire::ops::Generator::new("inventory").handle_args() {
+        std::process::exit(code);
+    }
     let telemetry = tracewire::builder().service_name("inventory").init()?;
 
     let app = Router::new()

@@ -130,8 +130,22 @@ fn current_traceparent() -> String {
     fields.remove("traceparent").unwrap_or_default()
 }
 
+// The service level objective of the order API.
+tracewire::objective!(
+    name = "place-order",
+    http_route = "/orders",
+    availability = 99.9%,
+    latency = 99% < 250ms,
+    description = "Customers can place orders."
+);
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `--ops-out DIR` / `--ops-check DIR`: this service's alert rules, dashboard and runbook
+    // (committed in examples/ops/, see docs/operations.md).
+    if let Some(code) = tracewire::ops::Generator::new("orders").handle_args() {
+        std::process::exit(code);
+    }
     let telemetry = tracewire::builder().service_name("orders").init()?;
 
     let amqp_addr = env_or("AMQP_ADDR", common::DEFAULT_AMQP_ADDR);

@@ -122,8 +122,22 @@ async fn ship(
     Ok(())
 }
 
+// Paid orders are shipped: the records of the payments topic are processed in time.
+tracewire::objective!(
+    name = "ship-paid-orders",
+    kafka_topic = common::DEFAULT_PAYMENTS_TOPIC,
+    availability = 99%,
+    latency = 99% < 2.5s,
+    description = "Every paid order gets its stock reserved and ships."
+);
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `--ops-out DIR` / `--ops-check DIR`: this service's alert rules, dashboard and runbook
+    // (committed in examples/ops/, see docs/operations.md).
+    if let Some(code) = tracewire::ops::Generator::new("shipping").handle_args() {
+        std::process::exit(code);
+    }
     let telemetry = tracewire::builder().service_name("shipping").init()?;
 
     let brokers = env_or("KAFKA_BROKERS", common::DEFAULT_KAFKA_BROKERS);

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod process;
+pub mod prometheus;
 
 use std::net::SocketAddr;
 

@@ -75,7 +75,7 @@ where
             parent,
         )
     });
-    let span = ProcessSpan::new(cx.clone(), info);
+    let span = ProcessSpan::new(cx.clone(), &info);
     let outcome = handler(plain).with_context(cx.clone()).await;
     let mut first_error = None;
     for acker in &ackers {

@@ -25,6 +25,7 @@ use opentelemetry::global;
 use opentelemetry::propagation::{Extractor, Injector};
 use tracewire_core::messaging::{ATTEMPT_HEADER, parse_attempt};
 use tracewire_core::propagation::{self, RejectReason, record_rejected};
+use tracewire_core::w3c::TextSink;
 
 /// The `carrier` attribute value on `tracewire.propagation.rejected` for AMQP headers.
 pub const CARRIER: &str = "amqp";
@@ -50,6 +51,15 @@ impl Injector for FieldTableInjector<'_> {
             }
             Err(_) => record_rejected(CARRIER, RejectReason::Unrepresentable),
         }
+    }
+}
+
+impl TextSink for FieldTableInjector<'_> {
+    fn set_text(&mut self, name: &'static str, value: &str) {
+        self.0.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value.as_bytes())),
+        );
     }
 }
 
@@ -135,7 +145,7 @@ pub fn extract(headers: Option<&FieldTable>) -> Context {
 /// must not survive), then writes the fields of `cx`. Other headers are left as they are.
 pub fn inject(cx: &Context, headers: &mut FieldTable) {
     remove_propagation_fields(headers);
-    propagation::inject(cx, &mut FieldTableInjector(headers));
+    propagation::inject_text(cx, &mut FieldTableInjector(headers));
 }
 
 /// Removes the fields the configured propagator owns from `headers`. Nothing is copied when
@@ -200,6 +210,63 @@ pub fn attempt(headers: Option<&FieldTable>) -> u32 {
 mod tests {
     use super::*;
     use lapin::types::ByteArray;
+
+    /// A full context (`traceparent`, `tracestate`, two baggage entries) written and read
+    /// back through tracewire's codec, straight from its buffers.
+    fn full_context() -> opentelemetry::Context {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let state =
+            TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
+                .unwrap();
+        let sc = SpanContext::new(
+            TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
+            SpanId::from(0x00f067aa0ba902b7),
+            TraceFlags::SAMPLED,
+            true,
+            state,
+        );
+        opentelemetry::Context::new()
+            .with_remote_span_context(sc)
+            .with_baggage([
+                opentelemetry::KeyValue::new("tenant", "acme corp"),
+                opentelemetry::KeyValue::new("tier", "gold"),
+            ])
+    }
+
+    #[test]
+    fn full_context_round_trips_through_the_codec() {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::trace::TraceContextExt;
+        global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
+        let mut table = FieldTable::default();
+        table.insert("traceparent".into(), AMQPValue::LongString("stale".into()));
+        table.insert("app".into(), AMQPValue::LongInt(7));
+        inject(&full_context(), &mut table);
+        assert_eq!(
+            table.inner().get("traceparent"),
+            Some(&AMQPValue::LongString(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()
+            ))
+        );
+        assert_eq!(table.inner().get("app"), Some(&AMQPValue::LongInt(7)));
+        let cx = extract(Some(&table));
+        assert_eq!(
+            cx.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            cx.span().span_context().trace_state().get("rojo"),
+            Some("00f067aa0ba902b7")
+        );
+        assert_eq!(
+            cx.baggage().get("tenant").map(|v| v.as_str()),
+            Some("acme corp")
+        );
+        assert_eq!(cx.baggage().len(), 2);
+    }
 
     #[test]
     fn injector_writes_long_strings_and_skips_oversized_keys() {

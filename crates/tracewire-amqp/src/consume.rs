@@ -7,19 +7,19 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use futures_util::Stream;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::{Acker, Consumer};
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use tracewire_core::attributes as attr;
-use tracewire_core::messaging::{ParentMode, start_consumer_span};
+use tracewire_core::messaging::{ParentMode, metric_attributes, start_consumer_span};
+use tracewire_core::operation::{Failure, Operation, Timed};
 
-use crate::publish::Shared;
+use crate::shared::Shared;
 use crate::{SYSTEM, carrier, lapin_error_type};
 
 /// What a consumer knows about itself, shared by its deliveries.
@@ -31,10 +31,10 @@ pub(crate) struct ConsumerInfo {
     pub(crate) mode: ParentMode,
     /// `messaging.system`, `messaging.destination.name`, `messaging.consumer.group.name`.
     pub(crate) base_attrs: [KeyValue; 3],
-    /// The base attributes and `messaging.operation.name = receive`.
-    receive_attrs: [KeyValue; 4],
-    /// The base attributes and `messaging.operation.name = process`.
-    process_attrs: [KeyValue; 4],
+    /// The metric attributes of a delivery (`messaging.client.consumed.messages`) and of its
+    /// processing (`messaging.process.duration`): RabbitMQ pushes deliveries, so both are the
+    /// `process` operation.
+    process_attrs: Vec<KeyValue>,
 }
 
 impl ConsumerInfo {
@@ -45,16 +45,18 @@ impl ConsumerInfo {
             KeyValue::new(attr::MESSAGING_DESTINATION_NAME, queue.clone()),
             KeyValue::new(attr::MESSAGING_CONSUMER_GROUP_NAME, queue.clone()),
         ];
-        let with_operation = |name: &'static str| {
-            let [a, b, c] = base_attrs.clone();
-            [a, b, c, KeyValue::new(attr::MESSAGING_OPERATION_NAME, name)]
-        };
+        let process_attrs = metric_attributes(
+            SYSTEM,
+            "process",
+            "process",
+            queue.clone(),
+            Some(queue.clone().into()),
+        );
         Self {
             mode: shared.parent_mode,
             shared,
             span_name: Cow::Owned(format!("process {queue}")),
-            receive_attrs: with_operation("receive"),
-            process_attrs: with_operation("process"),
+            process_attrs,
             base_attrs,
             queue,
         }
@@ -133,7 +135,7 @@ impl Stream for TracedConsumer {
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(delivery))) => {
                 let info = &this.info;
-                info.shared.instruments.consumed.add(1, &info.receive_attrs);
+                info.shared.instruments.consumed.add(1, &info.process_attrs);
                 Poll::Ready(Some(Ok(TracedDelivery::new(delivery, info.clone()))))
             }
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
@@ -273,7 +275,7 @@ impl TracedDelivery {
             info.mode,
             attrs,
         );
-        ProcessSpan::new(cx, info.clone())
+        ProcessSpan::new(cx, info)
     }
 
     /// Runs `handler` on the delivery inside the CONSUMER span `process {queue}`, then settles
@@ -450,32 +452,29 @@ impl Outcome {
     }
 }
 
-/// A CONSUMER span in progress (one delivery or one batch). Ends exactly once: in
+/// A CONSUMER span in progress (one delivery or one batch): an
+/// [`Operation`](tracewire_core::operation::Operation) that ends exactly once — in
 /// [`finish`](Self::finish), or when dropped (a panic in the handler is then recorded as
-/// `error.type = "panic"`).
+/// `error.type = "panic"`, a dropped future as `cancelled`).
 pub struct ProcessSpan {
     cx: Context,
-    start: Instant,
-    info: Arc<ConsumerInfo>,
-    done: bool,
+    op: Operation<Timed>,
 }
 
 impl fmt::Debug for ProcessSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessSpan")
             .field("span", &self.cx.span().span_context())
-            .field("queue", &self.info.queue)
             .finish_non_exhaustive()
     }
 }
 
 impl ProcessSpan {
-    pub(crate) fn new(cx: Context, info: Arc<ConsumerInfo>) -> Self {
+    pub(crate) fn new(cx: Context, info: &ConsumerInfo) -> Self {
+        let measure = info.shared.instruments.process(info.process_attrs.clone());
         Self {
+            op: Operation::new(cx.clone(), measure),
             cx,
-            start: Instant::now(),
-            info,
-            done: false,
         }
     }
 
@@ -485,79 +484,23 @@ impl ProcessSpan {
     }
 
     /// Records the outcome (and its error, if any) and ends the span.
-    pub fn finish(mut self, outcome: &Outcome) {
-        self.end(Some(outcome), None, None);
+    pub fn finish(self, outcome: &Outcome) {
+        self.finish_settled(outcome, None);
     }
 
     pub(crate) fn finish_settled(mut self, outcome: &Outcome, settle_error: Option<&lapin::Error>) {
-        self.end(Some(outcome), settle_error, None);
-    }
-
-    fn end(
-        &mut self,
-        outcome: Option<&Outcome>,
-        settle_error: Option<&lapin::Error>,
-        forced_error: Option<&'static str>,
-    ) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let span = self.cx.span();
-        let mut error_type: Option<Cow<'static, str>> = forced_error.map(Cow::Borrowed);
-        if let Some(outcome) = outcome {
-            span.set_attribute(KeyValue::new(
-                attr::MESSAGING_OUTCOME,
-                outcome.action.as_str(),
-            ));
-            if let Some((kind, message)) = &outcome.error {
-                span.add_event(
-                    attr::EXCEPTION_EVENT,
-                    vec![
-                        KeyValue::new(attr::EXCEPTION_TYPE, kind.clone()),
-                        KeyValue::new(attr::EXCEPTION_MESSAGE, message.clone()),
-                    ],
-                );
-                span.set_status(Status::error(message.clone()));
-                error_type = Some(kind.clone());
-            }
+        self.op.set_attribute(KeyValue::new(
+            attr::MESSAGING_OUTCOME,
+            outcome.action.as_str(),
+        ));
+        if let Some((kind, message)) = &outcome.error {
+            self.op
+                .fail(Failure::exception(kind.clone(), message.clone()));
         }
         if let Some(err) = settle_error {
-            let kind = lapin_error_type(err);
-            span.add_event(
-                attr::EXCEPTION_EVENT,
-                vec![
-                    KeyValue::new(attr::EXCEPTION_TYPE, kind),
-                    KeyValue::new(attr::EXCEPTION_MESSAGE, err.to_string()),
-                ],
-            );
-            if error_type.is_none() {
-                span.set_status(Status::error(err.to_string()));
-                error_type = Some(Cow::Borrowed(kind));
-            }
+            self.op
+                .fail(Failure::exception(lapin_error_type(err), err.to_string()));
         }
-        if let Some(kind) = &forced_error {
-            span.set_status(Status::error(*kind));
-        }
-        let elapsed = self.start.elapsed().as_secs_f64();
-        let histogram = &self.info.shared.instruments.process_duration;
-        match error_type {
-            None => histogram.record(elapsed, &self.info.process_attrs),
-            Some(kind) => {
-                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, kind.clone()));
-                let mut attrs = Vec::with_capacity(5);
-                attrs.extend_from_slice(&self.info.process_attrs);
-                attrs.push(KeyValue::new(attr::ERROR_TYPE, kind));
-                histogram.record(elapsed, &attrs);
-            }
-        }
-        span.end();
-    }
-}
-
-impl Drop for ProcessSpan {
-    fn drop(&mut self) {
-        let forced = std::thread::panicking().then_some("panic");
-        self.end(None, None, forced);
+        self.op.end();
     }
 }

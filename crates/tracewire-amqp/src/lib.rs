@@ -48,12 +48,14 @@ pub mod carrier;
 mod consume;
 mod publish;
 mod retry;
+mod shared;
 
 pub use batch::process_batch;
 pub use consume::{Action, Outcome, ProcessSpan, TracedConsumer, TracedDelivery};
 pub use publish::{TracedChannel, TracedConfirm};
 pub use retry::{RetryError, RetryQueue};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
+pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 /// The lapin version this crate is built against, so applications can name its types
 /// (`tracewire::amqp::lapin::…`) without a dependency of their own that could drift.

@@ -12,61 +12,15 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use tracewire_core::attributes as attr;
-use tracewire_core::messaging::{MessagingInstruments, ParentMode, start_producer_span};
+use tracewire_core::messaging::{ParentMode, metric_attributes, start_producer_span};
+use tracewire_core::operation::{Failure, Operation, Timed};
 
 use crate::carrier;
 use crate::consume::TracedConsumer;
+use crate::shared::Shared;
 use crate::{SYSTEM, lapin_error_type};
-
-/// State shared by every clone of a [`TracedChannel`] and the consumers it creates.
-pub(crate) struct Shared {
-    pub(crate) tracer: BoxedTracer,
-    pub(crate) instruments: MessagingInstruments,
-    pub(crate) server: Option<(String, u16)>,
-    pub(crate) parent_mode: ParentMode,
-}
-
-impl Shared {
-    pub(crate) fn new() -> Self {
-        Self {
-            tracer: tracewire_core::tracer(),
-            instruments: MessagingInstruments::new(),
-            server: None,
-            parent_mode: ParentMode::Parent,
-        }
-    }
-
-    pub(crate) fn push_server(&self, attrs: &mut Vec<KeyValue>) {
-        if let Some((host, port)) = &self.server {
-            attrs.push(KeyValue::new(attr::SERVER_ADDRESS, host.clone()));
-            attrs.push(KeyValue::new(attr::SERVER_PORT, i64::from(*port)));
-        }
-    }
-}
-
-impl Clone for Shared {
-    fn clone(&self) -> Self {
-        Self {
-            tracer: tracewire_core::tracer(),
-            instruments: self.instruments.clone(),
-            server: self.server.clone(),
-            parent_mode: self.parent_mode,
-        }
-    }
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("server", &self.server)
-            .field("parent_mode", &self.parent_mode)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A [`lapin::Channel`] whose publishes and consumers are traced.
 ///
@@ -207,25 +161,30 @@ impl TracedChannel {
         carrier::inject(&cx, &mut headers);
         let properties = properties.with_headers(headers);
 
-        let mut state = Finish {
-            cx: cx.clone(),
-            start,
+        let measure = self.shared.instruments.send(metric_attributes(
+            SYSTEM,
+            "publish",
+            "send",
             destination,
-            shared: self.shared.clone(),
-            done: false,
-        };
+            None,
+        ));
+        let op = Operation::started_at(cx.clone(), measure, start);
         match self
             .channel
             .basic_publish(exchange, routing_key, options, payload, properties)
-            .with_context(cx)
+            .with_context(cx.clone())
             .await
         {
             Ok(confirm) => Ok(TracedConfirm {
                 inner: confirm,
-                state,
+                cx,
+                op: Some(op),
             }),
             Err(err) => {
-                state.finish(Some(lapin_error_type(&err)), Some(&err.to_string()));
+                op.end_with(Err(Failure::exception(
+                    lapin_error_type(&err),
+                    err.to_string(),
+                )));
                 Err(err)
             }
         }
@@ -256,49 +215,6 @@ impl Deref for TracedChannel {
     }
 }
 
-/// Ends a producer span exactly once, with metrics.
-struct Finish {
-    cx: Context,
-    start: Instant,
-    destination: Arc<str>,
-    shared: Arc<Shared>,
-    done: bool,
-}
-
-impl Finish {
-    fn finish(&mut self, error_type: Option<&'static str>, message: Option<&str>) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let span = self.cx.span();
-        let mut metric_attrs = vec![
-            KeyValue::new(attr::MESSAGING_SYSTEM, SYSTEM),
-            KeyValue::new(attr::MESSAGING_OPERATION_NAME, "publish"),
-            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, self.destination.clone()),
-        ];
-        if let Some(error_type) = error_type {
-            span.set_attribute(KeyValue::new(attr::ERROR_TYPE, error_type));
-            span.set_status(Status::error(message.unwrap_or_default().to_owned()));
-            metric_attrs.push(KeyValue::new(attr::ERROR_TYPE, error_type));
-        }
-        let instruments = &self.shared.instruments;
-        instruments.sent.add(1, &metric_attrs);
-        metric_attrs.push(KeyValue::new(attr::MESSAGING_OPERATION_TYPE, "send"));
-        instruments
-            .operation_duration
-            .record(self.start.elapsed().as_secs_f64(), &metric_attrs);
-        span.end();
-    }
-}
-
-impl Drop for Finish {
-    fn drop(&mut self) {
-        // Dropped before the confirmation arrived: end the span without an outcome.
-        self.finish(None, None);
-    }
-}
-
 /// The broker's confirmation of a traced publish: resolves exactly like lapin's
 /// [`PublisherConfirm`] (to [`Confirmation::NotRequested`] at once when publisher confirms are
 /// off) and ends the PRODUCER span.
@@ -309,7 +225,10 @@ impl Drop for Finish {
 #[must_use = "await the confirmation, or drop it to end the publish span without one"]
 pub struct TracedConfirm {
     inner: PublisherConfirm,
-    state: Finish,
+    cx: Context,
+    /// The publish; taken when the confirmation resolves. Dropped unresolved, it ends as
+    /// cancelled (and still counts as an attempted send).
+    op: Option<Operation<Timed>>,
 }
 
 impl fmt::Debug for TracedConfirm {
@@ -323,7 +242,7 @@ impl fmt::Debug for TracedConfirm {
 impl TracedConfirm {
     /// The context of the PRODUCER span (the one written into the message headers).
     pub fn context(&self) -> &Context {
-        &self.state.cx
+        &self.cx
     }
 }
 
@@ -333,24 +252,25 @@ impl Future for TracedConfirm {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let res = {
-            let _attached = this.state.cx.clone().attach();
+            let _attached = this.cx.clone().attach();
             Pin::new(&mut this.inner).poll(cx)
         };
         let Poll::Ready(res) = res else {
             return Poll::Pending;
         };
-        match &res {
-            Ok(Confirmation::Nack(_)) => this
-                .state
-                .finish(Some("nack"), Some("the broker refused the message")),
-            Ok(Confirmation::Ack(Some(_))) => this.state.finish(
-                Some("returned"),
-                Some("the broker returned the message as unroutable"),
-            ),
-            Ok(_) => this.state.finish(None, None),
-            Err(err) => this
-                .state
-                .finish(Some(lapin_error_type(err)), Some(&err.to_string())),
+        let failure = match &res {
+            Ok(Confirmation::Nack(_)) => {
+                Some(Failure::exception("nack", "the broker refused the message"))
+            }
+            Ok(Confirmation::Ack(Some(_))) => Some(Failure::exception(
+                "returned",
+                "the broker returned the message as unroutable",
+            )),
+            Ok(_) => None,
+            Err(err) => Some(Failure::exception(lapin_error_type(err), err.to_string())),
+        };
+        if let Some(op) = this.op.take() {
+            op.end_with(failure.map_or(Ok(()), Err));
         }
         Poll::Ready(res)
     }

@@ -1,12 +1,11 @@
 //! Delayed retries through a retry queue, in the original trace.
 
-use std::time::Duration;
-
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tracewire_core::messaging::ATTEMPT_HEADER;
+use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 use crate::carrier::{self, DELIVERY_COUNT_HEADER, X_DEATH_HEADER};
 use crate::publish::{TracedChannel, TracedConfirm};
@@ -32,9 +31,16 @@ pub enum RetryError {
     Publish(#[from] lapin::Error),
 }
 
-/// The common RabbitMQ delayed-retry pattern: a failed message is republished to a retry queue
-/// whose messages expire after `delay` and are dead-lettered (through the default exchange)
-/// back to the work queue.
+/// The common RabbitMQ delayed-retry pattern, bounded by a [`RetryPolicy`]: a failed message is
+/// republished to a retry queue where it expires after the policy's backoff for that attempt
+/// (per-message `expiration`) and is dead-lettered (through the default exchange) back to the
+/// work queue. Once the policy's attempts are used up, the message goes to the policy's
+/// dead-letter queue, or [`republish`](Self::republish) returns [`RetryError::Exhausted`]
+/// (settle it with [`Outcome::nack`](crate::Outcome::nack) to use the work queue's own
+/// dead-letter exchange).
+///
+/// RabbitMQ expires messages only at the head of a queue: a retry with a short delay waits
+/// behind one with a longer delay. The backoff is a lower bound, never a busy loop.
 ///
 /// [`republish`](Self::republish) keeps the message's trace: called inside
 /// [`TracedDelivery::process`](crate::TracedDelivery::process), its PRODUCER span is a child
@@ -50,19 +56,21 @@ pub enum RetryError {
 /// use lapin::options::QueueDeclareOptions;
 /// use tracewire_amqp::{Outcome, RetryQueue};
 ///
-/// let retry = RetryQueue::new("orders", Duration::from_secs(5))?.with_max_attempts(5);
+/// use tracewire_amqp::RetryPolicy;
+///
+/// let policy = RetryPolicy::new()
+///     .max_attempts(5)
+///     .backoff(Duration::from_secs(1), Duration::from_secs(30))
+///     .dead_letter("orders.dead");
+/// let retry = RetryQueue::new("orders", policy)?;
 /// retry.declare(&channel, QueueDeclareOptions { durable: true, ..Default::default() }).await?;
 /// delivery
 ///     .process(|d| async move {
 ///         let err = std::io::Error::other("payment service unavailable");
-///         let retried = match retry.republish(&channel, &d).await {
-///             Ok(confirm) => confirm.await.is_ok(),
-///             Err(_) => false, // attempts exhausted, or the broker refused the copy
-///         };
-///         if retried {
-///             Outcome::retried().failed(&err)
-///         } else {
-///             Outcome::nack().failed(&err) // dead-lettered where configured
+///         match retry.republish(&channel, &d).await {
+///             // a delayed retry, or the dead-letter queue after the last attempt
+///             Ok(confirm) if confirm.await.is_ok() => Outcome::retried().failed(&err),
+///             _ => Outcome::nack().failed(&err), // dead-lettered where configured
 ///         }
 ///     })
 ///     .await?;
@@ -72,8 +80,8 @@ pub enum RetryError {
 pub struct RetryQueue {
     work_queue: ShortString,
     retry_queue: ShortString,
-    delay: Duration,
-    max_attempts: Option<u32>,
+    dead_letter_queue: Option<ShortString>,
+    policy: RetryPolicy,
 }
 
 fn short(name: String) -> Result<ShortString, RetryError> {
@@ -82,13 +90,16 @@ fn short(name: String) -> Result<ShortString, RetryError> {
 }
 
 impl RetryQueue {
-    /// Retries for `work_queue` through the queue `{work_queue}.retry`, after `delay`.
-    pub fn new(work_queue: &str, delay: Duration) -> Result<Self, RetryError> {
+    /// Retries for `work_queue` through the queue `{work_queue}.retry`, as `policy` says.
+    pub fn new(work_queue: &str, policy: RetryPolicy) -> Result<Self, RetryError> {
         Ok(Self {
             work_queue: short(work_queue.to_owned())?,
             retry_queue: short(format!("{work_queue}.retry"))?,
-            delay,
-            max_attempts: None,
+            dead_letter_queue: policy
+                .dead_letter_destination()
+                .map(|d| short(d.to_owned()))
+                .transpose()?,
+            policy,
         })
     }
 
@@ -98,10 +109,9 @@ impl RetryQueue {
         Ok(self)
     }
 
-    /// Refuses to republish beyond `max` attempts in all ([`RetryError::Exhausted`]).
-    pub fn with_max_attempts(mut self, max: u32) -> Self {
-        self.max_attempts = Some(max);
-        self
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
     }
 
     /// The work queue retried messages return to.
@@ -114,17 +124,10 @@ impl RetryQueue {
         self.retry_queue.as_str()
     }
 
-    /// How long a message waits in the retry queue.
-    pub fn delay(&self) -> Duration {
-        self.delay
-    }
-
-    /// The arguments the retry queue is declared with: `x-message-ttl` (the delay in
-    /// milliseconds), `x-dead-letter-exchange = ""` and `x-dead-letter-routing-key = work queue`.
+    /// The arguments the retry queue is declared with: `x-dead-letter-exchange = ""` and
+    /// `x-dead-letter-routing-key = work queue` (each copy expires after its own backoff).
     pub fn arguments(&self) -> FieldTable {
-        let ttl = i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX);
         let mut args = FieldTable::default();
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(LongString::from("")),
@@ -149,13 +152,15 @@ impl RetryQueue {
         Ok(())
     }
 
-    /// The attempt a retry of `delivery` would be.
-    pub fn next_attempt(&self, delivery: &Delivery) -> u32 {
-        carrier::attempt(delivery.properties.headers().as_ref()).saturating_add(1)
+    /// What the policy does with `delivery` if its attempt fails now.
+    pub fn next_step(&self, delivery: &Delivery) -> RetryStep {
+        self.policy
+            .next(carrier::attempt(delivery.properties.headers().as_ref()))
     }
 
-    /// Republishes a copy of `delivery` (body and properties) to the retry queue, with the
-    /// attempt header incremented and the current trace context; the broker's own bookkeeping
+    /// Republishes a copy of `delivery` (body and properties) to the retry queue — or, past
+    /// the policy's last attempt, to its dead-letter queue — with the attempt header incremented
+    /// (kept for a dead letter), the backoff as the copy's `expiration` and the current trace context; the broker's own bookkeeping
     /// headers (`x-death`, `x-first-death-*`, `x-last-death-*`, `x-delivery-count`) describe the
     /// old copy and are left out. Await the returned confirmation before settling the original
     /// with [`Outcome::retried`](crate::Outcome::retried).
@@ -164,12 +169,22 @@ impl RetryQueue {
         channel: &TracedChannel,
         delivery: &Delivery,
     ) -> Result<TracedConfirm, RetryError> {
-        let attempt = self.next_attempt(delivery);
-        if let Some(max) = self.max_attempts
-            && attempt > max
-        {
-            return Err(RetryError::Exhausted { attempt, max });
-        }
+        let (attempt, queue, expiration) = match self.next_step(delivery) {
+            RetryStep::Retry { attempt, delay } => (
+                attempt,
+                self.retry_queue.clone(),
+                Some(delay.as_millis().to_string()),
+            ),
+            RetryStep::DeadLetter { attempts } => match &self.dead_letter_queue {
+                Some(queue) => (attempts, queue.clone(), None),
+                None => {
+                    return Err(RetryError::Exhausted {
+                        attempt: attempts.saturating_add(1),
+                        max: self.policy.attempt_limit(),
+                    });
+                }
+            },
+        };
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         let broker_owned = |k: &str| {
             k == X_DEATH_HEADER
@@ -184,11 +199,14 @@ impl RetryQueue {
             ATTEMPT_HEADER.into(),
             AMQPValue::LongString(LongString::from(attempt.to_string())),
         );
-        let properties = delivery.properties.clone().with_headers(headers);
+        let mut properties = delivery.properties.clone().with_headers(headers);
+        if let Some(ms) = expiration {
+            properties = properties.with_expiration(ShortString::from(ms));
+        }
         let confirm = channel
             .publish_inner(
                 ShortString::default(),
-                self.retry_queue.clone(),
+                queue,
                 BasicPublishOptions::default(),
                 &delivery.data,
                 properties,

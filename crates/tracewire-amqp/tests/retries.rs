@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::trace::SpanData;
-use tracewire_amqp::{ATTEMPT_HEADER, Outcome, RetryError, RetryQueue, TracedChannel};
+use tracewire_amqp::{ATTEMPT_HEADER, Outcome, RetryError, RetryPolicy, RetryQueue, TracedChannel};
 use tracewire_test::Capture;
 
 use support::*;
@@ -215,9 +215,13 @@ async fn retry_queue_keeps_one_causal_chain_and_counts_attempts() {
     let dlq = unique("retry.dead");
     declare_queue(&channel, &dlq, FieldTable::default()).await;
     declare_queue(&channel, &queue, dead_letter_to(&dlq)).await;
-    let retry = RetryQueue::new(&queue, Duration::from_millis(200))
-        .expect("names fit")
-        .with_max_attempts(3);
+    let retry = RetryQueue::new(
+        &queue,
+        RetryPolicy::new()
+            .max_attempts(3)
+            .backoff(Duration::from_millis(200), Duration::from_millis(400)),
+    )
+    .expect("names fit");
     assert_eq!(retry.retry_queue(), format!("{queue}.retry"));
     retry
         .declare(
@@ -335,12 +339,10 @@ async fn retry_queue_keeps_one_causal_chain_and_counts_attempts() {
 
 #[test]
 fn retry_queue_arguments_and_names() {
-    let retry = RetryQueue::new("orders", Duration::from_secs(5)).unwrap();
+    let retry = RetryQueue::new("orders", RetryPolicy::new()).unwrap();
     let args = retry.arguments();
-    assert_eq!(
-        args.inner().get("x-message-ttl"),
-        Some(&AMQPValue::LongLongInt(5000))
-    );
+    // Each copy expires after its own backoff, not a queue-wide TTL.
+    assert_eq!(args.inner().get("x-message-ttl"), None);
     assert_eq!(
         header_text(&args, "x-dead-letter-exchange").as_deref(),
         Some("")
@@ -350,7 +352,7 @@ fn retry_queue_arguments_and_names() {
         Some("orders")
     );
     assert!(matches!(
-        RetryQueue::new(&"q".repeat(250), Duration::from_secs(1)),
+        RetryQueue::new(&"q".repeat(250), RetryPolicy::new()),
         Err(RetryError::NameTooLong(256))
     ));
     assert!(matches!(

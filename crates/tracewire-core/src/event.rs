@@ -205,6 +205,11 @@ fn with_key<T>(f: impl FnOnce(Option<&HmacSha256>) -> T) -> T {
 /// assert_eq!(a.len(), 32);
 /// assert_eq!(a, pii_hash(&"alice@example.com"));
 /// assert_ne!(a, pii_hash(&"bob@example.com"));
+///
+/// // Known answer (RFC 4231, test case 2): any HMAC-SHA-256 implementation given the same key
+/// // and text yields the same first 128 bits, so hashes can be joined across services.
+/// set_pii_hash_key("Jefe");
+/// assert_eq!(pii_hash("what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c7");
 /// ```
 pub fn pii_hash<T: fmt::Display + ?Sized>(value: &T) -> String {
     with_key(|key| {

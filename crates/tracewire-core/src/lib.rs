@@ -11,21 +11,30 @@
 //! - [`messaging`]: what producers and consumers of every broker share (instruments, parenting);
 //! - [`redact`]: the redaction policy for headers, query strings and URLs;
 //! - [`logs`]: the JSON log layer that stamps every `tracing` event with the current trace id;
-//! - [`context`]: helpers to carry the current context into spawned work.
+//! - [`context`]: helpers to carry the current context into spawned work;
+//! - [`w3c`]: tracewire's own W3C trace-context and baggage codec, the default propagator.
+//! - [`propagators`]: B3 and Jaeger propagation formats;
+//! - [`bridge`]: the opt-in layer turning `tracing` spans into OpenTelemetry spans.
 //!
 //! Users normally reach all of this through the `tracewire` facade.
 
 pub mod attributes;
+pub mod bridge;
 pub mod context;
+pub mod dropped;
 pub mod error;
 pub mod event;
 pub mod logs;
 pub mod messaging;
 pub mod metrics;
+pub mod operation;
 pub mod propagation;
+pub mod propagators;
 pub mod redact;
+pub mod retry;
 pub mod text;
 pub mod traced;
+pub mod w3c;
 
 pub use context::RequestId;
 

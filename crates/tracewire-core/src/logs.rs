@@ -19,6 +19,15 @@
 //! | span fields | inside `tracing` spans | fields of the enclosing `tracing` spans, outermost first |
 //! | event fields | always | the event's own fields |
 //!
+//! ## Storms
+//!
+//! With [`JsonLayer::with_rate_limit`], each callsite may write that many events per second;
+//! the rest are suppressed and counted, and once the interval is over one summary line per
+//! callsite (`"message":"log events suppressed by the rate limit"`, level `WARN`, the
+//! callsite's `target`, `log.suppressed`, `log.rate_limit`, `code.file.path`,
+//! `code.line.number`) says how many. The access log (target `tracewire::access`) is exempt
+//! unless [`JsonLayer::rate_limit_access_log`] says otherwise.
+//!
 //! An event field whose name collides with one of the keys above is written as `field.<name>`;
 //! a field named like a sensitive header (`authorization`, `cookie`, …) is written as
 //! `"REDACTED"`.
@@ -37,6 +46,7 @@ use tracing_subscriber::layer;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::RequestId;
+use crate::dropped::{Reason, Signal};
 use crate::redact::{REDACTED, SensitiveHeaders};
 use crate::text;
 
@@ -66,8 +76,20 @@ pub const RESERVED_KEYS: [&str; 7] = [
 pub struct JsonLayer<W = fn() -> io::Stdout> {
     make_writer: W,
     statics: String,
+    /// The keys of the static fields: an event or span field with one of these names is
+    /// written as `field.{name}`, so a line never holds a key twice.
+    static_keys: Vec<Box<str>>,
     sensitive: SensitiveHeaders,
+    limiter: RateLimiter,
+    limit_access_log: bool,
 }
+
+mod rate_limit;
+pub use rate_limit::{DEFAULT_LIMIT as DEFAULT_RATE_LIMIT, ENV as RATE_LIMIT_ENV, limit_from_env};
+use rate_limit::{RateLimiter, Suppressed};
+
+/// The target of the access-log event every HTTP request writes.
+const ACCESS_TARGET: &str = "tracewire::access";
 
 impl<W> fmt::Debug for JsonLayer<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,7 +112,10 @@ impl JsonLayer {
         Self {
             make_writer: io::stdout,
             statics: String::new(),
+            static_keys: Vec::new(),
             sensitive: SensitiveHeaders::default(),
+            limiter: RateLimiter::new(0),
+            limit_access_log: false,
         }
     }
 }
@@ -104,13 +129,33 @@ impl<W> JsonLayer<W> {
         JsonLayer {
             make_writer,
             statics: self.statics,
+            static_keys: self.static_keys,
             sensitive: self.sensitive,
+            limiter: self.limiter,
+            limit_access_log: self.limit_access_log,
         }
+    }
+
+    /// Lets each callsite write at most `per_second` events per second (0, the default of a
+    /// bare layer, turns the limit off; `tracewire::init()` uses `TRACEWIRE_LOG_RATE_LIMIT`,
+    /// else 100). Suppressed events are counted, and summarised in one line per callsite and
+    /// interval.
+    pub fn with_rate_limit(mut self, per_second: u64) -> Self {
+        self.limiter = RateLimiter::new(per_second);
+        self
+    }
+
+    /// Whether the access log (target `tracewire::access`) is rate limited too (default: no,
+    /// every request keeps its line).
+    pub fn rate_limit_access_log(mut self, limited: bool) -> Self {
+        self.limit_access_log = limited;
+        self
     }
 
     /// Adds a field written on every line, after the trace ids (for resource keys such as
     /// `service.name`).
     pub fn with_static_field(mut self, key: &str, value: &str) -> Self {
+        self.static_keys.push(Box::from(key));
         self.statics.push(',');
         push_json_str(&mut self.statics, key);
         self.statics.push(':');
@@ -144,6 +189,7 @@ where
             out: &mut buf,
             message: None,
             sensitive: &self.sensitive,
+            static_keys: &self.static_keys,
         };
         attrs.record(&mut visitor);
         if let Some(span) = ctx.span(id) {
@@ -164,6 +210,7 @@ where
                     out: &mut fields.0,
                     message: None,
                     sensitive: &self.sensitive,
+                    static_keys: &self.static_keys,
                 };
                 values.record(&mut visitor);
             }
@@ -171,6 +218,17 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if self.limiter.limit() > 0 && (self.limit_access_log || meta.target() != ACCESS_TARGET) {
+            let mut summaries = Vec::new();
+            let admitted = self.limiter.admit(meta, &mut summaries);
+            for summary in &summaries {
+                self.write_summary(summary);
+            }
+            if !admitted {
+                return;
+            }
+        }
         thread_local! {
             static BUFFERS: RefCell<(String, String)> = const { RefCell::new((String::new(), String::new())) };
         }
@@ -209,6 +267,7 @@ where
             out: fields,
             message: None,
             sensitive: &self.sensitive,
+            static_keys: &self.static_keys,
         };
         event.record(&mut visitor);
         let message = visitor.message.take();
@@ -249,10 +308,43 @@ where
         line.push_str("}\n");
     }
 
+    /// Writes the line saying how many events one callsite had suppressed.
+    fn write_summary(&self, summary: &Suppressed) {
+        let meta = summary.metadata;
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"timestamp\":\"");
+        text::push_rfc3339(&mut line, std::time::SystemTime::now());
+        line.push_str("\",\"level\":\"WARN\",\"message\":");
+        push_json_str(&mut line, "log events suppressed by the rate limit");
+        line.push_str(",\"target\":");
+        push_json_str(&mut line, meta.target());
+        line.push_str(&self.statics);
+        line.push_str(",\"log.suppressed\":");
+        text::push_int(&mut line, summary.count);
+        line.push_str(",\"log.rate_limit\":");
+        text::push_int(&mut line, self.limiter.limit());
+        if let Some(file) = meta.file() {
+            line.push_str(",\"code.file.path\":");
+            push_json_str(&mut line, file);
+        }
+        if let Some(n) = meta.line() {
+            line.push_str(",\"code.line.number\":");
+            text::push_int(&mut line, n);
+        }
+        line.push_str("}\n");
+        let mut writer = self.make_writer.make_writer_for(meta);
+        if writer.write_all(line.as_bytes()).is_err() {
+            crate::dropped::record(Signal::Logs, Reason::WriteFailed, 1);
+        }
+    }
+
     fn write(&self, event: &Event<'_>, line: &str) {
         let mut writer = self.make_writer.make_writer_for(event.metadata());
-        // A log line that cannot be written is dropped: telemetry never fails the service.
-        let _ = writer.write_all(line.as_bytes());
+        // A log line that cannot be written is dropped and counted: telemetry never fails the
+        // service.
+        if writer.write_all(line.as_bytes()).is_err() {
+            crate::dropped::record(Signal::Logs, Reason::WriteFailed, 1);
+        }
     }
 }
 
@@ -260,13 +352,14 @@ struct FieldVisitor<'a> {
     out: &'a mut String,
     message: Option<String>,
     sensitive: &'a SensitiveHeaders,
+    static_keys: &'a [Box<str>],
 }
 
 impl FieldVisitor<'_> {
     fn key(&mut self, field: &Field) -> bool {
         let name = field.name();
         self.out.push(',');
-        if RESERVED_KEYS.contains(&name) {
+        if RESERVED_KEYS.contains(&name) || self.static_keys.iter().any(|k| &**k == name) {
             push_json_str(self.out, &format!("field.{name}"));
         } else {
             push_json_str(self.out, name);
@@ -454,5 +547,137 @@ mod tests {
         assert!(l["timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(lines[1].get("trace_id").is_none());
         assert_eq!(lines[1]["message"], "outside");
+    }
+
+    #[test]
+    fn keys_come_in_the_documented_order_once_each() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let layer = JsonLayer::new()
+            .with_static_field("service.name", "svc")
+            .with_writer(move || writer.clone());
+        let _guard = tracing_subscriber::registry().with(layer).set_default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let cx = Context::current_with_span(provider.tracer("t").start("work"))
+            .with_value(RequestId::new("req-1"));
+        {
+            let _attached = cx.attach();
+            let outer = tracing::info_span!("outer", tenant = "acme");
+            let _e = outer.enter();
+            tracing::info!(service.name = "user", order_id = 7u64, "placed");
+        }
+        let raw = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        // Read on the raw line, not through a map: a map would hide a repeated key.
+        let keys: Vec<&str> = raw
+            .trim_end()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .split(",\"")
+            .map(|kv| kv.trim_start_matches('"').split('"').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "timestamp",
+                "level",
+                "message",
+                "target",
+                "trace_id",
+                "span_id",
+                "request_id",
+                "service.name",
+                "tenant",
+                "field.service.name",
+                "order_id",
+            ]
+        );
+        assert_eq!(raw.matches("\"service.name\":\"svc\"").count(), 1);
+        assert!(raw.contains("\"field.service.name\":\"user\""));
+    }
+
+    #[test]
+    fn a_storm_is_cut_to_the_budget_with_one_summary_per_callsite() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let layer = JsonLayer::new()
+            .with_rate_limit(10)
+            .with_writer(move || writer.clone());
+        let _guard = tracing_subscriber::registry().with(layer).set_default();
+        let before = crate::dropped::count(Signal::Logs, Reason::RateLimited);
+
+        // Within one second (the interval the limiter started in): 10 of 500 get through.
+        for i in 0..500 {
+            tracing::error!(attempt = i, "database unreachable");
+        }
+        for _ in 0..3 {
+            tracing::warn!("another callsite");
+        }
+        for _ in 0..50 {
+            tracing::info!(target: "tracewire::access", "GET /");
+        }
+        let written = lines(&buf);
+        let storm: Vec<_> = written
+            .iter()
+            .filter(|l| l["message"] == "database unreachable")
+            .collect();
+        assert!(storm.len() <= 10 && !storm.is_empty(), "{}", storm.len());
+        assert_eq!(storm[0]["attempt"], 0);
+        let other = written
+            .iter()
+            .filter(|l| l["message"] == "another callsite");
+        assert_eq!(other.count(), 3);
+        let access = written.iter().filter(|l| l["message"] == "GET /");
+        assert_eq!(access.count(), 50, "the access log is exempt");
+        let suppressed_now = 500 - storm.len() as u64;
+        assert_eq!(
+            crate::dropped::count(Signal::Logs, Reason::RateLimited) - before,
+            suppressed_now
+        );
+
+        // The next interval: the first event writes the previous interval's summary.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        tracing::warn!("after the storm");
+        let written = lines(&buf);
+        let summaries: Vec<_> = written
+            .iter()
+            .filter(|l| l["message"] == "log events suppressed by the rate limit")
+            .collect();
+        assert_eq!(summaries.len(), 1, "{summaries:?}");
+        let summary = summaries[0];
+        assert_eq!(summary["level"], "WARN");
+        assert_eq!(summary["target"], module_path!());
+        assert_eq!(summary["log.suppressed"], suppressed_now);
+        assert_eq!(summary["log.rate_limit"], 10);
+        assert_eq!(summary["code.file.path"], file!());
+        assert!(summary["code.line.number"].as_u64().is_some());
+        assert_eq!(
+            written
+                .iter()
+                .filter(|l| l["message"] == "after the storm")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_line_the_writer_refuses_is_counted() {
+        struct Broken;
+        impl io::Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let layer = JsonLayer::new().with_writer(|| Broken);
+        let _guard = tracing_subscriber::registry().with(layer).set_default();
+        let before = crate::dropped::count(Signal::Logs, Reason::WriteFailed);
+        tracing::info!("lost");
+        tracing::info!("lost too");
+        assert_eq!(
+            crate::dropped::count(Signal::Logs, Reason::WriteFailed) - before,
+            2
+        );
     }
 }

@@ -18,6 +18,7 @@ use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::metric as semconv;
 
+use crate::operation::Timed;
 use crate::propagation::remote_span_context;
 
 /// Header carrying the attempt number of a message (`1` for the first delivery, absent on
@@ -92,6 +93,55 @@ impl MessagingInstruments {
             ),
         }
     }
+}
+
+impl MessagingInstruments {
+    /// The measure of one send (a publish): `messaging.client.operation.duration` and one
+    /// message in `messaging.client.sent.messages`, both with `attributes` (see
+    /// [`metric_attributes`]) and `error.type` when the send failed, was cancelled or panicked.
+    pub fn send(&self, attributes: Vec<KeyValue>) -> Timed {
+        Timed::new(self.operation_duration.clone(), attributes).counting(self.sent.clone(), 1)
+    }
+
+    /// The measure of processing one message or one batch: `messaging.process.duration` with
+    /// `attributes` (see [`metric_attributes`]) and `error.type` when processing failed.
+    pub fn process(&self, attributes: Vec<KeyValue>) -> Timed {
+        Timed::new(self.process_duration.clone(), attributes)
+    }
+}
+
+/// The metric attributes every broker records, in one order: `messaging.system`,
+/// `messaging.operation.name`, `messaging.operation.type`, `messaging.destination.name` and,
+/// for consumers, `messaging.consumer.group.name`. Brokers differ only in the values (and in
+/// their own `messaging.rabbitmq.*` / `messaging.kafka.*` span attributes).
+pub fn metric_attributes(
+    system: &'static str,
+    operation_name: &'static str,
+    operation_type: &'static str,
+    destination: impl Into<opentelemetry::Value>,
+    group: Option<opentelemetry::Value>,
+) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(5);
+    attributes.push(KeyValue::new(crate::attributes::MESSAGING_SYSTEM, system));
+    attributes.push(KeyValue::new(
+        crate::attributes::MESSAGING_OPERATION_NAME,
+        operation_name,
+    ));
+    attributes.push(KeyValue::new(
+        crate::attributes::MESSAGING_OPERATION_TYPE,
+        operation_type,
+    ));
+    attributes.push(KeyValue::new(
+        crate::attributes::MESSAGING_DESTINATION_NAME,
+        destination.into(),
+    ));
+    if let Some(group) = group {
+        attributes.push(KeyValue::new(
+            crate::attributes::MESSAGING_CONSUMER_GROUP_NAME,
+            group,
+        ));
+    }
+    attributes
 }
 
 impl Default for MessagingInstruments {

@@ -1,9 +1,11 @@
 //! Extraction and injection of trace context through the globally configured propagator.
 //!
-//! tracewire never formats `traceparent` itself: carriers (HTTP headers, AMQP field tables,
-//! Kafka headers) implement OpenTelemetry's [`Injector`]/[`Extractor`], and these functions run
-//! them through `opentelemetry::global`'s `TextMapPropagator` (W3C trace context and baggage by
-//! default, whatever the user configured otherwise).
+//! Carriers (HTTP headers, AMQP field tables, Kafka headers) implement OpenTelemetry's
+//! [`Injector`]/[`Extractor`], and these functions run them through `opentelemetry::global`'s
+//! `TextMapPropagator`: tracewire's own [`W3cPropagator`](crate::w3c::W3cPropagator) by
+//! default (W3C trace context and baggage), whatever the user configured otherwise. A carrier
+//! that also implements [`TextSink`] is written through [`inject_text`] without a `String` per
+//! header when the configured propagator is tracewire's.
 //!
 //! Bad input never fails the request or message that carried it. A value longer than
 //! [`MAX_VALUE_LEN`], a value that is not UTF-8, or a `traceparent` the propagator cannot parse
@@ -17,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue, global};
+
+use crate::w3c::{TextSink, W3cPropagator};
 
 /// Longest header value handed to the propagator, in bytes. The W3C baggage specification caps
 /// a whole `baggage` header at 8192 bytes; nothing tracewire propagates is legitimately longer.
@@ -167,6 +171,25 @@ pub fn extract_with_context(
 /// `injector`.
 pub fn inject(cx: &Context, injector: &mut dyn Injector) {
     global::get_text_map_propagator(|p| p.inject_context(cx, injector));
+}
+
+/// Injects `cx` into a carrier that takes borrowed text: straight from the codec's buffers
+/// when the configured propagator is [`W3cPropagator`], through the propagator's
+/// [`Injector::set`] otherwise.
+pub fn inject_text<C: Injector + TextSink>(cx: &Context, carrier: &mut C) {
+    global::get_text_map_propagator(|p| {
+        if W3cPropagator::is(p) {
+            W3cPropagator::new().inject_into(cx, carrier);
+        } else {
+            p.inject_context(cx, carrier);
+        }
+    });
+}
+
+/// Whether the globally configured propagator is tracewire's [`W3cPropagator`] (whose fields
+/// are exactly `traceparent`, `tracestate` and `baggage`).
+pub fn global_is_w3c() -> bool {
+    global::get_text_map_propagator(W3cPropagator::is)
 }
 
 /// Injects the current context into `injector`.

@@ -39,15 +39,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Histogram, ObservableCounter, ObservableUpDownCounter};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 
-use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE, ERROR_TYPE, EXCEPTION_EVENT};
-use crate::attributes::{EXCEPTION_MESSAGE, EXCEPTION_TYPE};
+use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE};
+use crate::operation::{EndKind, Ended, Failure, Measure, Operation};
 
 static SKIP_UNSAMPLED_CHILDREN: AtomicBool = AtomicBool::new(false);
 
@@ -61,11 +60,7 @@ pub fn set_skip_unsampled_children(enabled: bool) {
     SKIP_UNSAMPLED_CHILDREN.store(enabled, Ordering::Relaxed);
 }
 
-/// Set to `true` on the span of a call whose future was dropped before it completed.
-pub const CANCELLED: &str = "tracewire.cancelled";
-
-/// `error.type` of a call that panicked.
-pub const PANIC_ERROR_TYPE: &str = "panic";
+pub use crate::operation::{CANCELLED, PANIC_ERROR_TYPE};
 
 /// Name of the calls counter.
 pub const CALLS: &str = "function.calls";
@@ -277,10 +272,12 @@ impl CallSite {
     /// flight. The returned guard ends both.
     pub fn start(&'static self) -> SpanGuard {
         let state = self.state();
-        let start = state.metrics.map(|m| {
+        if let Some(m) = state.metrics {
             m.in_flight.fetch_add(1, Ordering::Relaxed);
-            Instant::now()
-        });
+        }
+        let measure = CallMetrics {
+            metrics: state.metrics,
+        };
         if SKIP_UNSAMPLED_CHILDREN.load(Ordering::Relaxed)
             && Context::map_current(|cx| {
                 let span = cx.span();
@@ -289,11 +286,8 @@ impl CallSite {
             })
         {
             return SpanGuard {
-                cx: None,
+                op: Some(Operation::without_span(measure)),
                 site: self,
-                start,
-                recording: false,
-                outcome: Outcome::Running,
             };
         }
         let builder = state
@@ -312,39 +306,43 @@ impl CallSite {
         }
         let cx = Context::current_with_span(span);
         SpanGuard {
-            cx: Some(cx),
+            op: Some(Operation::new(cx, measure)),
             site: self,
-            start,
-            recording,
-            outcome: Outcome::Running,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Running,
-    Ok,
-    Error,
-    Panicked,
+/// Records a call's metrics when its [`Operation`] ends: duration and result counts for calls
+/// that returned, only the in-flight count for cancelled ones (they have no result).
+struct CallMetrics {
+    metrics: Option<&'static SiteMetrics>,
 }
 
-/// The span of one call of a `#[traced]` function. Ends the span exactly once: in
+impl Measure for CallMetrics {
+    fn record(&mut self, ended: &Ended<'_>) {
+        let Some(m) = self.metrics else { return };
+        m.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match ended.kind {
+            EndKind::Ok => m.ok_count.fetch_add(1, Ordering::Relaxed),
+            EndKind::Error | EndKind::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
+            EndKind::Cancelled => return,
+        };
+        m.duration.record(ended.elapsed.as_secs_f64(), &m.base);
+    }
+}
+
+/// The span of one call of a `#[traced]` function: an [`Operation`] that ends exactly once, in
 /// [`finish`](Self::finish), or in `Drop` (panic or cancellation).
 pub struct SpanGuard {
-    cx: Option<Context>,
+    op: Option<Operation<CallMetrics>>,
     site: &'static CallSite,
-    start: Option<Instant>,
-    recording: bool,
-    outcome: Outcome,
 }
 
 impl fmt::Debug for SpanGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpanGuard")
             .field("site", &self.site.name)
-            .field("recording", &self.recording)
-            .field("outcome", &self.outcome)
+            .field("operation", &self.op)
             .finish_non_exhaustive()
     }
 }
@@ -353,104 +351,47 @@ impl SpanGuard {
     /// Whether the span records attributes (it was sampled): `fields(...)` are evaluated only
     /// then.
     pub fn is_recording(&self) -> bool {
-        self.recording
+        self.op.as_ref().is_some_and(Operation::is_recording)
     }
 
     /// The context holding this call's span (`None` when no span was started, see
     /// [`set_skip_unsampled_children`]).
     pub fn context(&self) -> Option<&Context> {
-        self.cx.as_ref()
+        self.op.as_ref().and_then(Operation::context)
     }
 
     /// Sets attributes on the span (no-op when it is not recording).
     pub fn set_attributes<I: IntoIterator<Item = KeyValue>>(&self, attributes: I) {
-        if let (true, Some(cx)) = (self.recording, &self.cx) {
-            cx.span().set_attributes(attributes);
+        if let Some(op) = &self.op {
+            op.set_attributes(attributes);
         }
     }
 
     /// Attaches the span's context to the current thread until the returned guard is dropped
     /// (synchronous bodies).
     pub fn enter(&self) -> Option<ContextGuard> {
-        self.cx.as_ref().map(|cx| cx.clone().attach())
+        self.context().map(|cx| cx.clone().attach())
     }
 
     /// Records that the call returned an error: status Error with `message`, `error.type` and
     /// an `exception` event.
     pub fn record_error(&mut self, error_type: &'static str, message: Option<String>) {
-        self.outcome = Outcome::Error;
-        let (true, Some(cx)) = (self.recording, &self.cx) else {
-            return;
-        };
-        let span = cx.span();
-        span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-        let mut attributes = vec![KeyValue::new(EXCEPTION_TYPE, error_type)];
-        let description = match message {
-            Some(message) => {
-                attributes.push(KeyValue::new(
-                    EXCEPTION_MESSAGE,
-                    Value::from(message.clone()),
-                ));
-                message
-            }
-            None => String::new(),
-        };
-        span.add_event(EXCEPTION_EVENT, attributes);
-        span.set_status(Status::error(description));
+        if let Some(op) = &mut self.op {
+            op.fail(Failure::exception(error_type, message.unwrap_or_default()));
+        }
     }
 
     /// Ends the span after the body returned (as an error when
     /// [`record_error`](Self::record_error) was called).
     pub fn finish(mut self) {
-        if self.outcome == Outcome::Running {
-            self.outcome = Outcome::Ok;
+        if let Some(op) = self.op.take() {
+            op.end();
         }
-        // `Drop` does the rest.
     }
 
     fn mark_panicked(&mut self) {
-        self.outcome = Outcome::Panicked;
-    }
-}
-
-impl Drop for SpanGuard {
-    fn drop(&mut self) {
-        let mut outcome = self.outcome;
-        if outcome == Outcome::Running && std::thread::panicking() {
-            outcome = Outcome::Panicked;
-        }
-        // A span that records nothing ends when its context is dropped: ending it here would
-        // only read the clock.
-        let Some(cx) = self.cx.as_ref().filter(|_| self.recording) else {
-            self.record_metrics(outcome);
-            return;
-        };
-        let span = cx.span();
-        match outcome {
-            Outcome::Panicked if self.recording => {
-                span.set_attribute(KeyValue::new(ERROR_TYPE, PANIC_ERROR_TYPE));
-                span.set_status(Status::error("panicked"));
-            }
-            Outcome::Running if self.recording => {
-                span.set_attribute(KeyValue::new(CANCELLED, true));
-            }
-            _ => {}
-        }
-        span.end();
-        self.record_metrics(outcome);
-    }
-}
-
-impl SpanGuard {
-    fn record_metrics(&self, outcome: Outcome) {
-        if let (Some(start), Some(m)) = (self.start, self.site.state().metrics) {
-            m.in_flight.fetch_sub(1, Ordering::Relaxed);
-            match outcome {
-                Outcome::Ok => m.ok_count.fetch_add(1, Ordering::Relaxed),
-                Outcome::Error | Outcome::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
-                Outcome::Running => return,
-            };
-            m.duration.record(start.elapsed().as_secs_f64(), &m.base);
+        if let Some(op) = self.op.take() {
+            op.end_panicked();
         }
     }
 }

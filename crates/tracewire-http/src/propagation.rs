@@ -2,8 +2,10 @@
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
 use tracewire_core::propagation::{RejectReason, record_rejected};
+use tracewire_core::w3c::TextSink;
 
 /// The `carrier` attribute value on `tracewire.propagation.rejected` for HTTP headers.
 pub const CARRIER: &str = "http";
@@ -79,9 +81,102 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
+impl TextSink for HeaderInjector<'_> {
+    fn set_text(&mut self, name: &'static str, value: &str) {
+        let Ok(value) = HeaderValue::from_str(value) else {
+            record_rejected(CARRIER, RejectReason::Unrepresentable);
+            return;
+        };
+        self.0.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Injects `cx` into `headers` through the configured propagator, replacing the headers it
+/// writes. With tracewire's default propagator the values go from the codec's buffers
+/// straight into the header map, without a `String` per header.
+///
+/// ```
+/// use http::HeaderMap;
+/// opentelemetry::global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
+/// let mut incoming = HeaderMap::new();
+/// incoming.insert("traceparent",
+///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+/// let cx = tracewire_http::propagation::extract_headers(&incoming);
+/// let mut outgoing = HeaderMap::new();
+/// tracewire_http::propagation::inject_headers(&cx, &mut outgoing);
+/// assert_eq!(outgoing["traceparent"], incoming["traceparent"]);
+/// ```
+pub fn inject_headers(cx: &Context, headers: &mut HeaderMap) {
+    tracewire_core::propagation::inject_text(cx, &mut HeaderInjector(headers));
+}
+
+/// Extracts the remote context carried by `headers` (an empty context when none, or nothing
+/// valid, is carried; rejections are counted with `carrier = "http"`).
+pub fn extract_headers(headers: &HeaderMap) -> Context {
+    tracewire_core::propagation::extract(&HeaderExtractor(headers), CARRIER)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full context (`traceparent`, `tracestate`, two baggage entries) written and read
+    /// back through tracewire's codec, straight from its buffers.
+    fn full_context() -> opentelemetry::Context {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let state =
+            TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
+                .unwrap();
+        let sc = SpanContext::new(
+            TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
+            SpanId::from(0x00f067aa0ba902b7),
+            TraceFlags::SAMPLED,
+            true,
+            state,
+        );
+        opentelemetry::Context::new()
+            .with_remote_span_context(sc)
+            .with_baggage([
+                opentelemetry::KeyValue::new("tenant", "acme corp"),
+                opentelemetry::KeyValue::new("tier", "gold"),
+            ])
+    }
+
+    #[test]
+    fn full_context_round_trips_through_the_codec() {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::trace::TraceContextExt;
+        opentelemetry::global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_static("stale"));
+        inject_headers(&full_context(), &mut headers);
+        assert_eq!(headers.get_all("traceparent").iter().count(), 1);
+        assert_eq!(
+            headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(
+            headers["tracestate"],
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+        );
+        let cx = extract_headers(&headers);
+        assert_eq!(
+            cx.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            cx.span().span_context().trace_state().get("congo"),
+            Some("t61rcWkgMzE")
+        );
+        assert_eq!(
+            cx.baggage().get("tenant").map(|v| v.as_str()),
+            Some("acme corp")
+        );
+        assert_eq!(cx.baggage().get("tier").map(|v| v.as_str()), Some("gold"));
+    }
 
     #[test]
     fn non_ascii_values_are_skipped_and_counted() {

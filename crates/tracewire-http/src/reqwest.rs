@@ -57,7 +57,6 @@ use reqwest::ResponseBuilderExt;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::client::{Attempt, Instruments, ResendCounter, ResponseBody};
-use crate::propagation::HeaderInjector;
 
 /// A `reqwest-middleware` middleware that instruments every request it passes on. See the
 /// [module documentation](self).
@@ -111,21 +110,18 @@ impl Middleware for ClientMiddleware {
             };
             Attempt::start(&self.instruments, parent, target, resend_count)
         });
-        tracewire_core::propagation::inject(
-            attempt.context(),
-            &mut HeaderInjector(request.headers_mut()),
-        );
+        crate::propagation::inject_headers(attempt.context(), request.headers_mut());
         let result = next
             .run(request, extensions)
             .with_context(attempt.context().clone())
             .await;
         match result {
             Ok(response) => {
-                attempt.on_response(response.status(), response.version());
+                attempt.on_response(response.status(), response.version(), response.headers());
                 Ok(wrap_response(response, attempt))
             }
             Err(error) => {
-                attempt.on_error(error_type(&error), &error);
+                attempt.fail(error_type(&error), &error);
                 Err(error)
             }
         }

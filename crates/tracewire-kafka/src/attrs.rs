@@ -58,6 +58,11 @@ pub(crate) fn error_type(err: &KafkaError) -> Cow<'static, str> {
     })
 }
 
+/// The failure a Kafka error ends an operation with: its `error.type` and message.
+pub(crate) fn failure(err: &KafkaError) -> tracewire_core::operation::Failure {
+    tracewire_core::operation::Failure::exception(error_type(err), err.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::{Context, global};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tracewire_core::messaging::{ATTEMPT_HEADER, parse_attempt};
 use tracewire_core::propagation::{MAX_VALUE_LEN, RejectReason, extract, record_rejected};
+use tracewire_core::w3c::{TextSink, W3cPropagator};
 
 /// The `carrier` attribute value on `tracewire.propagation.rejected` for Kafka headers.
 pub const CARRIER: &str = "kafka";
@@ -246,6 +248,19 @@ impl Injector for HeaderInjector {
     }
 }
 
+impl TextSink for HeaderInjector {
+    fn set_text(&mut self, name: &'static str, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        let headers = self.headers.take().unwrap_or_default();
+        self.headers = Some(headers.insert(Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        }));
+    }
+}
+
 impl fmt::Debug for HeaderInjector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeaderInjector")
@@ -300,13 +315,58 @@ pub(crate) fn rebuild<H: Headers + ?Sized>(
             });
         }
         let mut injector = HeaderInjector::new(out);
-        propagator.inject_context(cx, &mut injector);
+        if W3cPropagator::is(propagator) {
+            // No `String` per header: the codec writes straight from its buffers.
+            W3cPropagator::new().inject_into(cx, &mut injector);
+        } else {
+            propagator.inject_context(cx, &mut injector);
+        }
         injector.into_headers()
     })
 }
 
 fn is_propagation_field(propagator: &dyn TextMapPropagator, key: &str) -> bool {
     propagator.fields().any(|field| field == key)
+}
+
+/// Header of a retried record: the time (milliseconds since the Unix epoch) before which it
+/// is not processed — the retry policy's backoff.
+pub const NOT_BEFORE_HEADER: &str = "tracewire-not-before";
+
+/// How long to wait before processing a record, from its [`NOT_BEFORE_HEADER`] (last one wins;
+/// garbage and past times mean no wait, never a panic).
+pub(crate) fn wait_of<H: Headers + ?Sized>(headers: Option<&H>) -> std::time::Duration {
+    let not_before = headers
+        .and_then(|h| {
+            (0..h.count()).rev().find_map(|idx| {
+                let header = header_at(h, idx)?;
+                (header.key == NOT_BEFORE_HEADER).then_some(header.value)
+            })
+        })
+        .flatten()
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let Some(not_before) = not_before else {
+        return std::time::Duration::ZERO;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // A clock far in the future is not trusted for more than an hour.
+    std::time::Duration::from_millis(not_before.saturating_sub(now).min(3_600_000))
+}
+
+/// The attempt number a record carries in [`ATTEMPT_HEADER`] (last one wins), 1 by default.
+pub(crate) fn attempt_of<H: Headers + ?Sized>(headers: Option<&H>) -> u32 {
+    headers
+        .and_then(|h| {
+            (0..h.count()).rev().find_map(|idx| {
+                let header = header_at(h, idx)?;
+                (header.key == ATTEMPT_HEADER).then_some(header.value)
+            })
+        })
+        .flatten()
+        .and_then(parse_attempt)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -335,6 +395,53 @@ mod tests {
 
     fn trace_id(cx: &Context) -> String {
         cx.span().span_context().trace_id().to_string()
+    }
+
+    /// A full context (`traceparent`, `tracestate`, two baggage entries) written and read
+    /// back through tracewire's codec, straight from its buffers.
+    fn full_context() -> opentelemetry::Context {
+        use opentelemetry::baggage::BaggageExt;
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let state =
+            TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
+                .unwrap();
+        let sc = SpanContext::new(
+            TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
+            SpanId::from(0x00f067aa0ba902b7),
+            TraceFlags::SAMPLED,
+            true,
+            state,
+        );
+        opentelemetry::Context::new()
+            .with_remote_span_context(sc)
+            .with_baggage([
+                opentelemetry::KeyValue::new("tenant", "acme corp"),
+                opentelemetry::KeyValue::new("tier", "gold"),
+            ])
+    }
+
+    #[test]
+    fn full_context_round_trips_through_the_codec() {
+        use opentelemetry::baggage::BaggageExt;
+        global::set_text_map_propagator(W3cPropagator::new());
+        let stale = headers(&[("app", Some(b"1")), ("traceparent", Some(TP2.as_bytes()))]);
+        let out = inject_headers(&full_context(), Some(&stale));
+        let keys: Vec<&str> = out.iter().map(|h| h.key).collect();
+        assert_eq!(keys, ["app", "traceparent", "tracestate", "baggage"]);
+        assert_eq!(out.get(1).value, Some(TP.as_bytes()));
+        let cx = extract_context(Some(&out));
+        assert_eq!(trace_id(&cx), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            cx.span().span_context().trace_state().get("congo"),
+            Some("t61rcWkgMzE")
+        );
+        assert_eq!(
+            cx.baggage().get("tenant").map(|v| v.as_str()),
+            Some("acme corp")
+        );
+        assert_eq!(cx.baggage().len(), 2);
     }
 
     #[test]

@@ -6,12 +6,11 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 use rdkafka::Offset;
 use rdkafka::config::{ClientConfig, FromClientConfig};
@@ -19,19 +18,20 @@ use rdkafka::consumer::{
     CommitMode, Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use tracewire_core::attributes::{
-    ERROR_TYPE, MESSAGING_ATTEMPT, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
+    MESSAGING_ATTEMPT, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
     MESSAGING_DESTINATION_PARTITION_ID, MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE,
     MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_OUTCOME,
 };
 use tracewire_core::error::short_type_name;
 use tracewire_core::messaging::{
-    ATTEMPT_HEADER, MessagingInstruments, ParentMode, parse_attempt, start_batch_span,
-    start_consumer_span,
+    MessagingInstruments, ParentMode, metric_attributes, start_batch_span, start_consumer_span,
 };
+
+use tracewire_core::operation::{Failure, Operation, Timed};
 
 use crate::attrs;
 use crate::carrier;
@@ -83,7 +83,7 @@ impl<'a> TracedMessage<'a> {
     /// extracts its creation context and attempt number.
     pub fn new(message: BorrowedMessage<'a>) -> Self {
         let context = carrier::extract_context(message.headers());
-        let attempt = attempt_of(message.headers());
+        let attempt = carrier::attempt_of(message.headers());
         Self {
             message,
             context,
@@ -129,20 +129,6 @@ impl fmt::Debug for TracedMessage<'_> {
             .field("attempt", &self.attempt)
             .finish()
     }
-}
-
-/// The attempt number a record carries in [`ATTEMPT_HEADER`] (last one wins), 1 by default.
-pub(crate) fn attempt_of<H: Headers + ?Sized>(headers: Option<&H>) -> u32 {
-    headers
-        .and_then(|h| {
-            (0..h.count()).rev().find_map(|idx| {
-                let header = carrier::header_at(h, idx)?;
-                (header.key == ATTEMPT_HEADER).then_some(header.value)
-            })
-        })
-        .flatten()
-        .and_then(parse_attempt)
-        .unwrap_or(1)
 }
 
 pub(crate) struct ConsumerShared {
@@ -277,31 +263,15 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
     }
 
     fn received<'a>(&self, message: BorrowedMessage<'a>) -> TracedMessage<'a> {
-        let attributes = self.metric_attributes("receive", message.topic(), None);
+        let attributes = metric_attributes(
+            attrs::SYSTEM,
+            "poll",
+            "receive",
+            attrs::topic_value(message.topic()),
+            self.group.clone(),
+        );
         self.shared.instruments.consumed.add(1, &attributes);
         TracedMessage::new(message)
-    }
-
-    fn metric_attributes(
-        &self,
-        operation: &'static str,
-        topic: &str,
-        error_type: Option<&'static str>,
-    ) -> Vec<KeyValue> {
-        let mut attributes = Vec::with_capacity(5);
-        attributes.push(attrs::system());
-        attributes.push(KeyValue::new(MESSAGING_OPERATION_NAME, operation));
-        attributes.push(KeyValue::new(
-            MESSAGING_DESTINATION_NAME,
-            attrs::topic_value(topic),
-        ));
-        if let Some(group) = &self.group {
-            attributes.push(KeyValue::new(MESSAGING_CONSUMER_GROUP_NAME, group.clone()));
-        }
-        if let Some(error_type) = error_type {
-            attributes.push(KeyValue::new(ERROR_TYPE, error_type));
-        }
-        attributes
     }
 
     fn span_attributes(&self, msg: &TracedMessage<'_>) -> Vec<KeyValue> {
@@ -334,14 +304,26 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         attributes
     }
 
-    fn start_process_span(&self, msg: &TracedMessage<'_>) -> Context {
-        start_consumer_span(
+    fn start_process(&self, msg: &TracedMessage<'_>) -> (Context, Operation<Timed>) {
+        let cx = start_consumer_span(
             &self.shared.tracer,
             format!("process {}", msg.topic()),
             &msg.context,
             self.parent_mode,
             self.span_attributes(msg),
-        )
+        );
+        let op = Operation::new(cx.clone(), self.process_measure(Some(msg.topic())));
+        (cx, op)
+    }
+
+    fn process_measure(&self, topic: Option<&str>) -> Timed {
+        self.shared.instruments.process(metric_attributes(
+            attrs::SYSTEM,
+            "process",
+            "process",
+            attrs::topic_value(topic.unwrap_or("")),
+            self.group.clone(),
+        ))
     }
 
     /// Runs `handler` inside the CONSUMER span `process {topic}` of `msg`: the span's parent is
@@ -358,20 +340,17 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         F: Future,
         F::Output: Outcome,
     {
-        let start = Instant::now();
-        let cx = self.start_process_span(msg);
-        let output = handler.with_context(cx.clone()).await;
-        let error_type = output.error_type();
-        let span = cx.span();
-        match error_type {
-            Some(error_type) => {
-                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-                span.set_status(Status::error(output.error_message().unwrap_or_default()));
-            }
-            None => self.commit_one(&cx, msg),
+        wait_for_backoff(msg).await;
+        let (cx, mut op) = self.start_process(msg);
+        let output = handler.with_context(cx).await;
+        match output.error_type() {
+            Some(error_type) => op.fail(Failure::exception(
+                error_type,
+                output.error_message().unwrap_or_default(),
+            )),
+            None => self.commit_one(&mut op, msg),
         }
-        span.end();
-        self.record_process(msg.topic(), error_type, start);
+        op.end();
         output
     }
 
@@ -394,45 +373,34 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         C2: rdkafka::ClientContext + 'static,
         R2: AsyncRuntime,
     {
-        let start = Instant::now();
-        let cx = self.start_process_span(msg);
+        wait_for_backoff(msg).await;
+        let (cx, mut op) = self.start_process(msg);
         let output = handler.with_context(cx.clone()).await;
-        let span = cx.span();
-        let (handled, error_type) = match output {
+        let handled = match output {
             Ok(value) => {
-                self.commit_one(&cx, msg);
-                (Handled::Processed(value), None)
+                self.commit_one(&mut op, msg);
+                Handled::Processed(value)
             }
             Err(error) => {
-                let error_type = short_type_name::<E>();
-                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-                span.set_status(Status::error(error.to_string()));
+                let failure = Failure::from_error(&error);
                 let republished = retry.republish_in(&cx, &msg.message).await;
                 match republished {
                     Ok(to) => {
-                        span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, to.outcome()));
-                        self.commit_one(&cx, msg);
-                        (Handled::Republished { error, to }, Some(error_type))
+                        op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, to.outcome()));
+                        self.commit_one(&mut op, msg);
+                        op.fail(failure);
+                        Handled::Republished { error, to }
                     }
                     Err(cause) => {
-                        span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "republish_failed"));
-                        span.add_event(
-                            "republish failed",
-                            vec![
-                                KeyValue::new(ERROR_TYPE, attrs::error_type(&cause)),
-                                KeyValue::new(
-                                    tracewire_core::attributes::EXCEPTION_MESSAGE,
-                                    cause.to_string(),
-                                ),
-                            ],
-                        );
-                        (Handled::RepublishFailed { error, cause }, Some(error_type))
+                        op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "republish_failed"));
+                        op.fail(attrs::failure(&cause));
+                        op.fail(failure);
+                        Handled::RepublishFailed { error, cause }
                     }
                 }
             }
         };
-        span.end();
-        self.record_process(msg.topic(), error_type, start);
+        op.end();
         handled
     }
 
@@ -449,7 +417,6 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         F: Future,
         F::Output: Outcome,
     {
-        let start = Instant::now();
         let topic = single_topic(msgs);
         let name: Cow<'static, str> = match topic {
             Some(topic) => Cow::Owned(format!("process {topic}")),
@@ -486,49 +453,45 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         let cx = Context::map_current(|parent| {
             start_batch_span(&self.shared.tracer, name, links, attributes, parent)
         });
-        let output = handler.with_context(cx.clone()).await;
-        let error_type = output.error_type();
-        let span = cx.span();
-        match error_type {
-            Some(error_type) => {
-                span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-                span.set_status(Status::error(output.error_message().unwrap_or_default()));
-            }
+        let mut op = Operation::new(cx.clone(), self.process_measure(topic));
+        let output = handler.with_context(cx).await;
+        match output.error_type() {
+            Some(error_type) => op.fail(Failure::exception(
+                error_type,
+                output.error_message().unwrap_or_default(),
+            )),
             None => {
                 if let Some(mode) = self.commit {
                     let result = batch_offsets(msgs).and_then(|tpl| self.inner.commit(&tpl, mode));
-                    record_commit(&cx, result);
+                    record_commit(&mut op, result);
                 }
             }
         }
-        span.end();
-        self.record_process(topic.unwrap_or(""), error_type, start);
+        op.end();
         output
     }
 
-    fn commit_one(&self, cx: &Context, msg: &TracedMessage<'_>) {
+    fn commit_one(&self, op: &mut Operation<Timed>, msg: &TracedMessage<'_>) {
         if let Some(mode) = self.commit {
-            record_commit(cx, self.inner.commit_message(&msg.message, mode));
+            record_commit(op, self.inner.commit_message(&msg.message, mode));
         }
-    }
-
-    fn record_process(&self, topic: &str, error_type: Option<&'static str>, start: Instant) {
-        let attributes = self.metric_attributes("process", topic, error_type);
-        self.shared
-            .instruments
-            .process_duration
-            .record(start.elapsed().as_secs_f64(), &attributes);
     }
 }
 
-fn record_commit(cx: &Context, result: KafkaResult<()>) {
-    let span = cx.span();
+/// Waits out a retried record's backoff ([`carrier::NOT_BEFORE_HEADER`]) before its attempt.
+async fn wait_for_backoff(msg: &TracedMessage<'_>) {
+    let wait = carrier::wait_of(msg.headers());
+    if !wait.is_zero() {
+        DefaultRuntime::delay_for(wait).await;
+    }
+}
+
+fn record_commit(op: &mut Operation<Timed>, result: KafkaResult<()>) {
     match result {
-        Ok(()) => span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit")),
+        Ok(()) => op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit")),
         Err(err) => {
-            span.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit_failed"));
-            span.set_attribute(KeyValue::new(ERROR_TYPE, attrs::error_type(&err)));
-            span.set_status(Status::error(err.to_string()));
+            op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit_failed"));
+            op.fail(attrs::failure(&err));
         }
     }
 }

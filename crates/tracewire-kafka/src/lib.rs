@@ -37,6 +37,7 @@ pub use consumer::{Handled, Outcome, TracedConsumer, TracedMessage};
 pub use producer::{ProducerTelemetry, SendSpan, TracedProducer};
 pub use retry::{Republished, RetryTopics};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
+pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 /// The rdkafka version this crate is built against, re-exported so applications use the
 /// same one.

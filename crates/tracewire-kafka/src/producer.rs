@@ -6,10 +6,9 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue, Value};
 use rdkafka::ClientContext;
 use rdkafka::client::DefaultClientContext;
@@ -20,11 +19,12 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::{AsyncRuntime, DefaultRuntime, Timeout};
 use tracewire_core::attributes::{
-    ERROR_TYPE, MESSAGING_ATTEMPT, MESSAGING_DESTINATION_NAME, MESSAGING_DESTINATION_PARTITION_ID,
+    MESSAGING_ATTEMPT, MESSAGING_DESTINATION_NAME, MESSAGING_DESTINATION_PARTITION_ID,
     MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_OPERATION_NAME,
     MESSAGING_OPERATION_TYPE,
 };
-use tracewire_core::messaging::{MessagingInstruments, start_producer_span};
+use tracewire_core::messaging::{MessagingInstruments, metric_attributes, start_producer_span};
+use tracewire_core::operation::{Operation, Timed};
 
 use crate::attrs;
 use crate::carrier;
@@ -112,12 +112,17 @@ impl ProducerTelemetry {
             attributes,
             parent,
         );
+        let measure = self.shared.instruments.send(metric_attributes(
+            attrs::SYSTEM,
+            "send",
+            "send",
+            topic_value.clone(),
+            None,
+        ));
         SendSpan {
+            op: Some(Operation::new(cx.clone(), measure)),
             cx,
             topic: topic_value,
-            start: Instant::now(),
-            shared: Arc::clone(&self.shared),
-            finished: false,
         }
     }
 }
@@ -136,17 +141,16 @@ impl fmt::Debug for ProducerTelemetry {
     }
 }
 
-/// The PRODUCER span of one record, from send to delivery report.
+/// The PRODUCER span of one record, from send to delivery report: an
+/// [`Operation`](tracewire_core::operation::Operation) that ends exactly once.
 ///
-/// Dropping it unfinished (the send was cancelled) ends the span without a delivery result
-/// and records no metrics.
+/// Dropping it unfinished (the send was cancelled) ends the span as cancelled
+/// (`error.type = "cancelled"`); the send still counts in `messaging.client.sent.messages`.
 #[must_use = "finish the span with `delivered` or `failed`"]
 pub struct SendSpan {
     cx: Context,
     topic: Value,
-    start: Instant,
-    shared: Arc<Shared>,
-    finished: bool,
+    op: Option<Operation<Timed>>,
 }
 
 impl SendSpan {
@@ -172,50 +176,23 @@ impl SendSpan {
     /// The broker acknowledged the record: records partition and offset, ends the span and
     /// counts the record as sent.
     pub fn delivered(mut self, partition: i32, offset: i64) {
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(
-            MESSAGING_DESTINATION_PARTITION_ID,
-            attrs::partition_value(partition),
-        ));
-        span.set_attribute(KeyValue::new(MESSAGING_KAFKA_OFFSET, offset));
-        span.end();
-        self.record_metrics(None);
+        if let Some(op) = self.op.take() {
+            op.set_attributes([
+                KeyValue::new(
+                    MESSAGING_DESTINATION_PARTITION_ID,
+                    attrs::partition_value(partition),
+                ),
+                KeyValue::new(MESSAGING_KAFKA_OFFSET, offset),
+            ]);
+            op.end();
+        }
     }
 
     /// The record was not delivered: records `error.type` and an error status, ends the span
     /// and counts the failed send.
     pub fn failed(mut self, err: &KafkaError) {
-        let error_type = attrs::error_type(err);
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(ERROR_TYPE, error_type.clone()));
-        span.set_status(Status::error(err.to_string()));
-        span.end();
-        self.record_metrics(Some(error_type.into()));
-    }
-
-    fn record_metrics(&mut self, error_type: Option<Value>) {
-        self.finished = true;
-        let elapsed = self.start.elapsed().as_secs_f64();
-        let mut attributes = Vec::with_capacity(4);
-        attributes.push(attrs::system());
-        attributes.push(KeyValue::new(MESSAGING_OPERATION_NAME, "send"));
-        attributes.push(KeyValue::new(
-            MESSAGING_DESTINATION_NAME,
-            self.topic.clone(),
-        ));
-        if let Some(error_type) = error_type {
-            attributes.push(KeyValue::new(ERROR_TYPE, error_type));
-        }
-        let instruments = &self.shared.instruments;
-        instruments.sent.add(1, &attributes);
-        instruments.operation_duration.record(elapsed, &attributes);
-    }
-}
-
-impl Drop for SendSpan {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.cx.span().end();
+        if let Some(op) = self.op.take() {
+            op.end_with(Err(attrs::failure(err)));
         }
     }
 }

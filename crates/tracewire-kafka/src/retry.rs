@@ -18,7 +18,7 @@
 //! this for a handler that returns `Result`.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::Context;
 use rdkafka::ClientContext;
@@ -28,8 +28,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use tracewire_core::messaging::ATTEMPT_HEADER;
+use tracewire_core::retry::{RetryPolicy, RetryStep};
 
-use crate::consumer::attempt_of;
+use crate::carrier::{NOT_BEFORE_HEADER, attempt_of};
 use crate::producer::TracedProducer;
 
 /// Where a failed record was republished.
@@ -62,39 +63,51 @@ impl Republished {
 ///
 /// ```no_run
 /// # fn demo(producer: tracewire_kafka::TracedProducer) {
-/// let retry = tracewire_kafka::RetryTopics::new(producer, "orders.retry", "orders.dlt")
-///     .with_max_attempts(5);
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use tracewire_kafka::RetryPolicy;
+///
+/// let policy = RetryPolicy::new()
+///     .max_attempts(5)
+///     .backoff(Duration::from_secs(1), Duration::from_secs(30))
+///     .dead_letter("orders.dlt");
+/// let retry = tracewire_kafka::RetryTopics::new(producer, "orders.retry", policy);
 /// # }
 /// ```
 pub struct RetryTopics<C: ClientContext + 'static = DefaultClientContext, R = DefaultRuntime> {
     producer: TracedProducer<C, R>,
     retry_topic: String,
     dead_letter_topic: String,
-    max_attempts: u32,
+    policy: RetryPolicy,
     queue_timeout: Duration,
 }
 
 impl<C: ClientContext + 'static, R: AsyncRuntime> RetryTopics<C, R> {
-    /// Failed records go to `retry_topic` until they have been tried 3 times (see
-    /// [`with_max_attempts`](Self::with_max_attempts)), then to `dead_letter_topic`.
+    /// Failed records go to `retry_topic` as `policy` says (attempt limit, backoff), then to
+    /// the policy's dead-letter topic (`{retry_topic}.dlt` when it names none). Kafka has no
+    /// delayed delivery: a retried record carries [`NOT_BEFORE_HEADER`], and
+    /// [`TracedConsumer::process`](crate::TracedConsumer::process) waits until then before
+    /// running the handler. Create both topics before use.
     pub fn new(
         producer: TracedProducer<C, R>,
         retry_topic: impl Into<String>,
-        dead_letter_topic: impl Into<String>,
+        policy: RetryPolicy,
     ) -> Self {
+        let retry_topic = retry_topic.into();
+        let dead_letter_topic = policy
+            .dead_letter_destination()
+            .map_or_else(|| format!("{retry_topic}.dlt"), str::to_owned);
         Self {
             producer,
-            retry_topic: retry_topic.into(),
-            dead_letter_topic: dead_letter_topic.into(),
-            max_attempts: 3,
+            retry_topic,
+            dead_letter_topic,
+            policy,
             queue_timeout: Duration::from_secs(5),
         }
     }
 
-    /// How many attempts a record gets, the first included (at least 1).
-    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
-        self.max_attempts = max_attempts.max(1);
-        self
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
     }
 
     /// How long a republish may wait for room in the producer queue (5 s by default).
@@ -103,13 +116,14 @@ impl<C: ClientContext + 'static, R: AsyncRuntime> RetryTopics<C, R> {
         self
     }
 
-    /// Where a record whose attempt `failed_attempt` failed goes next, and the attempt number
-    /// it will carry.
-    pub fn next_destination(&self, failed_attempt: u32) -> (&str, u32, bool) {
-        if failed_attempt >= self.max_attempts {
-            (&self.dead_letter_topic, failed_attempt, true)
-        } else {
-            (&self.retry_topic, failed_attempt.saturating_add(1), false)
+    /// Where a record whose attempt `failed_attempt` failed goes next, the attempt number it
+    /// will carry, whether that is the dead-letter topic, and how long it waits.
+    pub fn next_destination(&self, failed_attempt: u32) -> (&str, u32, bool, Duration) {
+        match self.policy.next(failed_attempt) {
+            RetryStep::Retry { attempt, delay } => (&self.retry_topic, attempt, false, delay),
+            RetryStep::DeadLetter { attempts } => {
+                (&self.dead_letter_topic, attempts, true, Duration::ZERO)
+            }
         }
     }
 
@@ -128,7 +142,7 @@ impl<C: ClientContext + 'static, R: AsyncRuntime> RetryTopics<C, R> {
         msg: &M,
     ) -> Result<Republished, KafkaError> {
         let failed_attempt = attempt_of(msg.headers());
-        let (topic, attempt, dead_letter) = self.next_destination(failed_attempt);
+        let (topic, attempt, dead_letter, delay) = self.next_destination(failed_attempt);
         let payload = msg.payload();
         let key = msg.key();
         let span = self.producer.telemetry().start(
@@ -143,6 +157,10 @@ impl<C: ClientContext + 'static, R: AsyncRuntime> RetryTopics<C, R> {
         record.payload = payload;
         record.key = key;
         let attempt_text = attempt.to_string();
+        let not_before = (SystemTime::now() + delay)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            .to_string();
         let delivery = self
             .producer
             .send_in(
@@ -150,7 +168,10 @@ impl<C: ClientContext + 'static, R: AsyncRuntime> RetryTopics<C, R> {
                 record,
                 self.queue_timeout,
                 msg.headers(),
-                &[(ATTEMPT_HEADER, attempt_text.as_bytes())],
+                &[
+                    (ATTEMPT_HEADER, attempt_text.as_bytes()),
+                    (NOT_BEFORE_HEADER, not_before.as_bytes()),
+                ],
             )
             .await
             .map_err(|(err, _)| err)?;
@@ -169,7 +190,7 @@ impl<C: ClientContext + 'static, R> fmt::Debug for RetryTopics<C, R> {
         f.debug_struct("RetryTopics")
             .field("retry_topic", &self.retry_topic)
             .field("dead_letter_topic", &self.dead_letter_topic)
-            .field("max_attempts", &self.max_attempts)
+            .field("policy", &self.policy)
             .field("queue_timeout", &self.queue_timeout)
             .finish_non_exhaustive()
     }

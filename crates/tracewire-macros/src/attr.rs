@@ -16,6 +16,7 @@ pub(crate) mod kw {
     syn::custom_keyword!(version);
     syn::custom_keyword!(display);
     syn::custom_keyword!(pii);
+    syn::custom_keyword!(objective);
 }
 
 /// Stores `value` in `slot`, or fails with "`keyword` specified more than once" on the
@@ -75,6 +76,7 @@ pub(crate) struct TracedArgs {
     pub(crate) kind: Option<SpanKind>,
     pub(crate) metrics: Option<LitBool>,
     pub(crate) krate: Option<Path>,
+    pub(crate) objective: Option<crate::objective::ObjectiveArgs>,
 }
 
 impl Parse for TracedArgs {
@@ -131,6 +133,13 @@ impl Parse for TracedArgs {
                 input.parse::<Token![=]>()?;
                 let path = Path::parse_mod_style(input)?;
                 set_once(&mut args.krate, path, &keyword, "crate")?;
+            } else if lookahead.peek(kw::objective) {
+                let keyword: kw::objective = input.parse()?;
+                let content;
+                syn::parenthesized!(content in input);
+                let objective: crate::objective::ObjectiveArgs = content.parse()?;
+                objective.check(true)?;
+                set_once(&mut args.objective, objective, &keyword, "objective")?;
             } else {
                 return Err(lookahead.error());
             }

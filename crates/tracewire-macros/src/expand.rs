@@ -39,6 +39,23 @@ pub(crate) fn traced(args: TracedArgs, item: ItemFn) -> syn::Result<TokenStream>
     let guard = Ident::new("__tracewire_guard", Span::mixed_site());
     let ret = Ident::new("__tracewire_ret", Span::mixed_site());
 
+    let objective = match &args.objective {
+        Some(_) if !metrics => {
+            return Err(syn::Error::new_spanned(
+                args.metrics.as_ref(),
+                "an `objective` is measured by the function metrics: remove `metrics = false`",
+            ));
+        }
+        Some(objective) => objective.registration(
+            &krate,
+            Some(&function),
+            Some(quote!(#krate::ops::Subject::Function {
+                name: #function,
+                module: ::core::option::Option::Some(::core::module_path!()),
+            })),
+        ),
+        None => quote!(),
+    };
     let site_static = quote! {
         static #site: #private::CallSite = #private::CallSite::new(
             #name,
@@ -48,6 +65,7 @@ pub(crate) fn traced(args: TracedArgs, item: ItemFn) -> syn::Result<TokenStream>
             #private::Kind::#kind,
             #metrics,
         );
+        #objective
     };
 
     let fields = args.fields.as_deref().unwrap_or_default();

@@ -7,6 +7,7 @@
 mod attr;
 mod event;
 mod expand;
+mod objective;
 
 use proc_macro::TokenStream;
 
@@ -60,6 +61,7 @@ use proc_macro::TokenStream;
 /// | `kind = client\|server\|producer\|consumer\|internal` | the span kind (default `internal`) |
 /// | `metrics = false` | no metrics for this function |
 /// | `crate = path` | where tracewire is (default `::tracewire`) |
+/// | `objective(availability = 99.9%, latency = 99% < 250ms, window = 30d, name = "...", description = "...")` | a service level objective on this function's calls, registered for `tracewire::ops` (see [`objective!`]); the name defaults to the function's |
 ///
 /// # Where it works
 ///
@@ -151,6 +153,60 @@ pub fn traced(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
     event::derive(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Declares a service level objective, registered at link time for `tracewire::ops` (which
+/// lists every objective of the program and generates alert rules, a dashboard and runbooks
+/// from them).
+///
+/// ```
+/// # use tracewire_macros as tracewire_m;
+/// // Next to the router: one route, or every route.
+/// tracewire_m::objective!(
+///     name = "users",
+///     http_route = "/users/{id}",
+///     availability = 99.9%,          // 99.9 % of requests succeed…
+///     latency = 99% < 250ms,         // …and 99 % take at most 250 ms…
+///     window = 30d,                  // …over 30 days (the default)
+///     description = "Profile pages load",
+/// );
+/// tracewire_m::objective!(name = "api", all_http_routes, availability = 99.5%);
+/// // Next to a consumer: the messages of a queue or topic.
+/// tracewire_m::objective!(name = "orders", amqp_queue = "orders", availability = 99%);
+/// tracewire_m::objective!(name = "payments", kafka_topic = "payments", latency = 95% < 1s);
+/// // A `#[traced]` function declared elsewhere (or use `#[traced(objective(...))]` on it).
+/// tracewire_m::objective!(name = "charge", function = "charge", module = "billing", availability = 99%);
+/// ```
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `name = "..."` | required; letters, digits, `-`, `_`; unique in the program (it names the alerts) |
+/// | `http_route = "..."` | the requests of one route of a `ServerLayer`, as written in the router |
+/// | `all_http_routes` | every route, each held to the target on its own |
+/// | `function = "..."` (`module = "..."`) | the calls of a `#[traced]` function |
+/// | `amqp_queue = "..."`, `kafka_topic = "..."` | the messages processed from a queue or topic |
+/// | `availability = P%` | P % of the events succeed (not a 5xx, not an `Err`, not a failed message) |
+/// | `latency = P% < D` | P % of the events take at most D (`ms`, `s`); D must be a bucket bound of the duration histograms: 5ms, 10ms, 25ms, 50ms, 75ms, 100ms, 250ms, 500ms, 750ms, 1s, 2.5s, 5s, 7.5s, 10s |
+/// | `window = D` | the rolling window (`d`, `h`; at least a day; default `30d`) |
+/// | `description = "..."` | a sentence for the runbook |
+/// | `crate = path` | where tracewire is (default `::tracewire`) |
+///
+/// The route, function, queue and topic values may be any `&'static str` constant. Mistakes
+/// (a threshold between bucket bounds, a target of 100 %, two things measured, no target) are
+/// compile errors pointing at the argument.
+#[proc_macro]
+pub fn objective(input: TokenStream) -> TokenStream {
+    let expanded = syn::parse::<objective::ObjectiveArgs>(input).and_then(|args| {
+        args.check(false)?;
+        let krate = match &args.krate {
+            Some(path) => quote::quote!(#path),
+            None => quote::quote!(::tracewire),
+        };
+        Ok(args.registration(&krate, None, None))
+    });
+    expanded
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -5,14 +5,23 @@
 //!   metric points, log lines. Run tests with `cargo nextest` (one process per test), since
 //!   these are process-wide globals.
 //! - [`OtlpReceiver`] is a real OTLP endpoint (gRPC and HTTP/protobuf on loopback ports) that
-//!   decodes what exporters send with `opentelemetry-proto`, to check what goes over the wire.
+//!   decodes what exporters send with `opentelemetry-proto` (spans, metrics, log records, and
+//!   how each request arrived: headers, gzip, TLS), to check what goes over the wire.
+//! - `Browser` (feature `browser`) drives headless Chromium over WebDriver, for pages.
 //! - [`SpanDataExt`] and [`MetricPoint`] make assertions short and readable.
 
+#[cfg(feature = "browser")]
+mod browser;
 mod capture;
 mod otlp;
+mod tls;
 
+#[cfg(feature = "browser")]
+pub use browser::Browser;
 pub use capture::{Capture, MetricPoint, PointValue, SpanDataExt, trace_id_of};
-pub use otlp::{OtlpReceiver, ReceivedMetricPoint, ReceivedSpan};
+pub use otlp::{
+    OtlpReceiver, ReceivedExemplar, ReceivedLog, ReceivedMetricPoint, ReceivedRequest, ReceivedSpan,
+};
 
 /// Re-exported so tests can name span data without depending on the SDK directly.
 pub use opentelemetry_sdk::trace::SpanData;

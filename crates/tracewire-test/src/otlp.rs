@@ -7,6 +7,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -20,7 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{exemplar, metric, number_data_point};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -29,6 +35,38 @@ use tokio::task::JoinHandle;
 struct Received {
     traces: Vec<(Transport, ExportTraceServiceRequest)>,
     metrics: Vec<(Transport, ExportMetricsServiceRequest)>,
+    logs: Vec<(Transport, ExportLogsServiceRequest)>,
+    requests: Vec<ReceivedRequest>,
+}
+
+/// How one export request arrived: its signal, transport, headers and encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedRequest {
+    /// `traces`, `metrics` or `logs`.
+    pub signal: &'static str,
+    /// Whether it arrived over gRPC (otherwise HTTP/protobuf).
+    pub grpc: bool,
+    /// Request headers (gRPC metadata), names lowercase; repeated names joined with `,`.
+    pub headers: BTreeMap<String, String>,
+    /// Whether the body was gzip-compressed (`content-encoding: gzip` over HTTP,
+    /// `grpc-encoding: gzip` over gRPC).
+    pub gzip: bool,
+    /// Whether it came over TLS.
+    pub tls: bool,
+}
+
+fn header_map(headers: &axum::http::HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
 }
 
 /// Which listener a request arrived on.
@@ -55,6 +93,7 @@ pub struct OtlpReceiver {
     http: SocketAddr,
     received: Arc<Mutex<Received>>,
     tasks: Vec<JoinHandle<()>>,
+    tls: Option<crate::tls::TestCertificates>,
 }
 
 impl Drop for OtlpReceiver {
@@ -66,7 +105,26 @@ impl Drop for OtlpReceiver {
 }
 
 #[derive(Clone)]
-struct Sink(Arc<Mutex<Received>>);
+/// What the receiver keeps, whether it serves TLS, and how long it waits before answering.
+struct Sink(Arc<Mutex<Received>>, bool, Duration);
+
+impl Sink {
+    fn record<T>(&self, signal: &'static str, request: &tonic::Request<T>) {
+        let headers = request.metadata().clone().into_headers();
+        let gzip = headers
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        if let Ok(mut r) = self.0.lock() {
+            r.requests.push(ReceivedRequest {
+                signal,
+                grpc: true,
+                headers: header_map(&headers),
+                gzip,
+                tls: self.1,
+            });
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Sink {
@@ -74,6 +132,8 @@ impl TraceService for Sink {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.record("traces", &request);
+        tokio::time::sleep(self.2).await;
         if let Ok(mut r) = self.0.lock() {
             r.traces.push((Transport::Grpc, request.into_inner()));
         }
@@ -89,6 +149,8 @@ impl MetricsService for Sink {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.record("metrics", &request);
+        tokio::time::sleep(self.2).await;
         if let Ok(mut r) = self.0.lock() {
             r.metrics.push((Transport::Grpc, request.into_inner()));
         }
@@ -98,9 +160,96 @@ impl MetricsService for Sink {
     }
 }
 
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.record("logs", &request);
+        if let Ok(mut r) = self.0.lock() {
+            r.logs.push((Transport::Grpc, request.into_inner()));
+        }
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Decodes one OTLP/HTTP request body (gunzipping it when `content-encoding: gzip`), records
+/// how it arrived, and answers as a collector does.
+fn accept_http<Req: Message + Default, Resp: Message + Default>(
+    received: &Mutex<Received>,
+    signal: &'static str,
+    tls: bool,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    keep: impl FnOnce(&mut Received, Req),
+) -> (StatusCode, Vec<u8>) {
+    let gzip = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let body = if gzip {
+        let mut out = Vec::new();
+        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out).is_err() {
+            return (StatusCode::BAD_REQUEST, Vec::new());
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    match Req::decode(body.as_slice()) {
+        Ok(req) => {
+            if let Ok(mut r) = received.lock() {
+                r.requests.push(ReceivedRequest {
+                    signal,
+                    grpc: false,
+                    headers: header_map(headers),
+                    gzip,
+                    tls,
+                });
+                keep(&mut r, req);
+            }
+            (StatusCode::OK, Resp::default().encode_to_vec())
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
+    }
+}
+
 impl OtlpReceiver {
     /// Starts both listeners on ephemeral loopback ports. Needs a tokio runtime.
     pub async fn start() -> Self {
+        Self::start_with(None, Duration::ZERO).await
+    }
+
+    /// Starts both listeners serving TLS only, with a certificate for `127.0.0.1` and
+    /// `localhost` issued by a CA made for this receiver ([`OtlpReceiver::ca_file`]); the
+    /// endpoints are `https://`. Clients need not present a certificate.
+    pub async fn start_tls() -> Self {
+        Self::start_with(
+            Some(crate::tls::TestCertificates::generate(false)),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// Like [`OtlpReceiver::start_tls`], and clients must present a certificate issued by the
+    /// same CA ([`OtlpReceiver::client_cert_file`], [`OtlpReceiver::client_key_file`]).
+    pub async fn start_mutual_tls() -> Self {
+        Self::start_with(
+            Some(crate::tls::TestCertificates::generate(true)),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// Starts a slow receiver: it answers every export request `delay` after receiving it
+    /// (and keeps what it received from that moment).
+    pub async fn start_with_delay(delay: Duration) -> Self {
+        Self::start_with(None, delay).await
+    }
+
+    async fn start_with(tls: Option<crate::tls::TestCertificates>, delay: Duration) -> Self {
         let received = Arc::new(Mutex::new(Received::default()));
         let grpc_listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -111,72 +260,186 @@ impl OtlpReceiver {
         let grpc = grpc_listener.local_addr().expect("gRPC address");
         let http = http_listener.local_addr().expect("HTTP address");
 
-        let sink = Sink(received.clone());
+        let is_tls = tls.is_some();
+        let sink = Sink(received.clone(), is_tls, delay);
+        let mut server = tonic::transport::Server::builder();
+        if let Some(certs) = &tls {
+            server = server
+                .tls_config(certs.tonic_server_config())
+                .expect("gRPC TLS configuration");
+        }
+        let gzip = tonic::codec::CompressionEncoding::Gzip;
         let grpc_task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(sink.clone()))
-                .add_service(MetricsServiceServer::new(sink))
+            let _ = server
+                .add_service(TraceServiceServer::new(sink.clone()).accept_compressed(gzip))
+                .add_service(MetricsServiceServer::new(sink.clone()).accept_compressed(gzip))
+                .add_service(LogsServiceServer::new(sink).accept_compressed(gzip))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener))
                 .await;
         });
 
         let traces = received.clone();
         let metrics = received.clone();
+        let logs = received.clone();
         let app = Router::new()
             .route(
                 "/v1/traces",
-                post(move |body: Bytes| async move {
-                    match ExportTraceServiceRequest::decode(body) {
-                        Ok(req) => {
-                            if let Ok(mut r) = traces.lock() {
-                                r.traces.push((Transport::Http, req));
-                            }
-                            (
-                                StatusCode::OK,
-                                ExportTraceServiceResponse::default().encode_to_vec(),
-                            )
-                        }
-                        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
-                    }
-                }),
+                post(
+                    move |headers: axum::http::HeaderMap, body: Bytes| async move {
+                        tokio::time::sleep(delay).await;
+                        accept_http::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
+                            &traces,
+                            "traces",
+                            is_tls,
+                            &headers,
+                            &body,
+                            |r, req| r.traces.push((Transport::Http, req)),
+                        )
+                    },
+                ),
             )
             .route(
                 "/v1/metrics",
-                post(move |body: Bytes| async move {
-                    match ExportMetricsServiceRequest::decode(body) {
-                        Ok(req) => {
-                            if let Ok(mut r) = metrics.lock() {
-                                r.metrics.push((Transport::Http, req));
-                            }
-                            (
-                                StatusCode::OK,
-                                ExportMetricsServiceResponse::default().encode_to_vec(),
-                            )
-                        }
-                        Err(_) => (StatusCode::BAD_REQUEST, Vec::new()),
-                    }
-                }),
+                post(
+                    move |headers: axum::http::HeaderMap, body: Bytes| async move {
+                        tokio::time::sleep(delay).await;
+                        accept_http::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
+                            &metrics,
+                            "metrics",
+                            is_tls,
+                            &headers,
+                            &body,
+                            |r, req| r.metrics.push((Transport::Http, req)),
+                        )
+                    },
+                ),
+            )
+            .route(
+                "/v1/logs",
+                post(
+                    move |headers: axum::http::HeaderMap, body: Bytes| async move {
+                        tokio::time::sleep(delay).await;
+                        accept_http::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
+                            &logs,
+                            "logs",
+                            is_tls,
+                            &headers,
+                            &body,
+                            |r, req| r.logs.push((Transport::Http, req)),
+                        )
+                    },
+                ),
             );
-        let http_task = tokio::spawn(async move {
-            let _ = axum::serve(http_listener, app).await;
-        });
+        let http_task = match &tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(http_listener, app).await;
+            }),
+            Some(certs) => tokio::spawn(crate::tls::serve_https(
+                http_listener,
+                certs.rustls_server_config(),
+                app,
+            )),
+        };
 
         Self {
             grpc,
             http,
             received,
             tasks: vec![grpc_task, http_task],
+            tls,
         }
     }
 
-    /// `http://127.0.0.1:<port>` of the gRPC listener.
-    pub fn grpc_endpoint(&self) -> String {
-        format!("http://{}", self.grpc)
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
-    /// `http://127.0.0.1:<port>` of the HTTP/protobuf listener (exporters append `/v1/…`).
+    /// `http://127.0.0.1:<port>` of the gRPC listener (`https://` when serving TLS).
+    pub fn grpc_endpoint(&self) -> String {
+        format!("{}://{}", self.scheme(), self.grpc)
+    }
+
+    /// `http://127.0.0.1:<port>` of the HTTP/protobuf listener (exporters append `/v1/…`;
+    /// `https://` when serving TLS).
     pub fn http_endpoint(&self) -> String {
-        format!("http://{}", self.http)
+        format!("{}://{}", self.scheme(), self.http)
+    }
+
+    /// The PEM file of the CA that issued the server certificate (for
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`); `None` without TLS.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca_file())
+    }
+
+    /// The PEM file of a client certificate the receiver accepts (for
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`); `None` without mutual TLS.
+    pub fn client_cert_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().and_then(|t| t.client_cert_file())
+    }
+
+    /// The PEM file of that client certificate's key (`OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    pub fn client_key_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().and_then(|t| t.client_key_file())
+    }
+
+    /// Every export request received so far, in arrival order: signal, transport, headers,
+    /// compression.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.received
+            .lock()
+            .map(|r| r.requests.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every log record received so far, over either transport.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        let Ok(received) = self.received.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (transport, request) in &received.logs {
+            for rl in &request.resource_logs {
+                let resource = rl
+                    .resource
+                    .as_ref()
+                    .map(|r| attributes(&r.attributes))
+                    .unwrap_or_default();
+                for sl in &rl.scope_logs {
+                    let scope = sl
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
+                    for record in &sl.log_records {
+                        out.push(ReceivedLog {
+                            trace_id: hex(&record.trace_id),
+                            span_id: hex(&record.span_id),
+                            severity_number: record.severity_number,
+                            severity_text: record.severity_text.clone(),
+                            body: record.body.as_ref().map(render).unwrap_or_default(),
+                            event_name: record.event_name.clone(),
+                            attributes: attributes(&record.attributes),
+                            resource: resource.clone(),
+                            scope: scope.clone(),
+                            grpc: *transport == Transport::Grpc,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits (up to `timeout`) until at least `n` log records have arrived, and returns them.
+    pub async fn wait_for_logs(&self, n: usize, timeout: Duration) -> Vec<ReceivedLog> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if logs.len() >= n || Instant::now() > deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Every span received so far, over either transport.
@@ -210,6 +473,7 @@ impl OtlpReceiver {
                             scope: scope.clone(),
                             status_code: span.status.as_ref().map(|s| s.code).unwrap_or(0),
                             grpc: *transport == Transport::Grpc,
+                            trace_state: span.trace_state.clone(),
                         });
                     }
                 }
@@ -280,6 +544,44 @@ impl OtlpReceiver {
         out
     }
 
+    /// Every exemplar of every histogram data point received so far, with its metric's name
+    /// and the point's attributes.
+    pub fn metric_exemplars(&self) -> Vec<ReceivedExemplar> {
+        let Ok(received) = self.received.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (_, request) in &received.metrics {
+            for metric in request
+                .resource_metrics
+                .iter()
+                .flat_map(|rm| rm.scope_metrics.iter())
+                .flat_map(|sm| sm.metrics.iter())
+            {
+                let Some(metric::Data::Histogram(histogram)) = &metric.data else {
+                    continue;
+                };
+                for point in &histogram.data_points {
+                    for exemplar in &point.exemplars {
+                        out.push(ReceivedExemplar {
+                            name: metric.name.clone(),
+                            attributes: attributes(&point.attributes),
+                            trace_id: hex(&exemplar.trace_id),
+                            span_id: hex(&exemplar.span_id),
+                            value: match exemplar.value {
+                                Some(exemplar::Value::AsDouble(d)) => d,
+                                Some(exemplar::Value::AsInt(i)) => i as f64,
+                                None => 0.0,
+                            },
+                            time_unix_nano: exemplar.time_unix_nano,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Waits (up to `timeout`) until at least `n` spans have arrived, and returns them all.
     pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> Vec<ReceivedSpan> {
         let deadline = Instant::now() + timeout;
@@ -328,6 +630,50 @@ pub struct ReceivedSpan {
     pub scope: String,
     /// OTLP status code (0 unset, 1 ok, 2 error).
     pub status_code: i32,
+    /// Whether it arrived over gRPC (otherwise HTTP/protobuf).
+    pub grpc: bool,
+    /// The W3C `tracestate` of the span (empty when none).
+    pub trace_state: String,
+}
+
+/// An exemplar of a histogram data point, as decoded from an OTLP export request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedExemplar {
+    /// The histogram's name.
+    pub name: String,
+    /// The data point's attributes rendered as text.
+    pub attributes: BTreeMap<String, String>,
+    /// Trace id, 32 hex digits.
+    pub trace_id: String,
+    /// Span id, 16 hex digits.
+    pub span_id: String,
+    /// The measured value.
+    pub value: f64,
+    /// When it was measured.
+    pub time_unix_nano: u64,
+}
+
+/// A log record as decoded from an OTLP export request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedLog {
+    /// Trace id, 32 hex digits (empty when the record has none).
+    pub trace_id: String,
+    /// Span id, 16 hex digits (empty when the record has none).
+    pub span_id: String,
+    /// OTLP severity number (9 INFO, 13 WARN, 17 ERROR, …).
+    pub severity_number: i32,
+    /// Severity text (`INFO`, …).
+    pub severity_text: String,
+    /// The body rendered as text.
+    pub body: String,
+    /// The record's event name.
+    pub event_name: String,
+    /// Attributes rendered as text.
+    pub attributes: BTreeMap<String, String>,
+    /// Resource attributes rendered as text.
+    pub resource: BTreeMap<String, String>,
+    /// Instrumentation scope name.
+    pub scope: String,
     /// Whether it arrived over gRPC (otherwise HTTP/protobuf).
     pub grpc: bool,
 }

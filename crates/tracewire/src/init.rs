@@ -1,18 +1,13 @@
 //! `tracewire::init()`: one call that wires traces, metrics and logs.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::{KeyValue, global};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracewire_core::logs::JsonLayer;
 use tracewire_core::redact::SensitiveHeaders;
 use tracing_subscriber::EnvFilter;
@@ -21,6 +16,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::MetricsService;
+
+/// The default [`Builder::metric_cardinality_limit`].
+const DEFAULT_CARDINALITY_LIMIT: usize = 2000;
 
 /// Sets up traces, metrics and logs from the standard `OTEL_*` environment variables, with
 /// the defaults described on [`Builder`]. Same as `tracewire::builder().init()`.
@@ -43,7 +41,7 @@ pub enum InitError {
     /// An OTLP exporter rejected its configuration (endpoint, headers, …).
     #[error("cannot build the OTLP {signal} exporter: {source}")]
     Exporter {
-        /// `traces` or `metrics`.
+        /// `traces`, `metrics` or `logs`.
         signal: &'static str,
         /// What the exporter said.
         #[source]
@@ -73,11 +71,50 @@ pub enum InitError {
         /// The parse error.
         message: String,
     },
+    /// An environment variable (or its builder equivalent) holds a value that cannot work.
+    #[error("{variable}={value:?} is not valid: expected {expected}")]
+    InvalidSetting {
+        /// The variable read.
+        variable: String,
+        /// Its value (hidden for header lists, which carry credentials).
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// A TLS file named by an exporter variable is missing, unreadable or unusable.
+    #[error("{variable}: {message}")]
+    Tls {
+        /// The variable naming the file (`OTEL_EXPORTER_OTLP_CERTIFICATE`, …).
+        variable: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The HTTP client of the OTLP/HTTP exporters could not be created.
+    #[error("cannot create the OTLP/HTTP client: {0}")]
+    HttpClient(String),
+    /// `TRACEWIRE_LOG_RATE_LIMIT` is not a whole number of events per second.
+    #[error(
+        "TRACEWIRE_LOG_RATE_LIMIT={value:?} is not a number of events per second (0 turns the limit off)"
+    )]
+    LogRateLimit {
+        /// The variable's value.
+        value: String,
+    },
     /// A global `tracing` subscriber was installed before `init()`.
     #[error(
         "a global tracing subscriber is already installed: build with `.without_logs()` and add `tracewire::logs::JsonLayer` to your subscriber instead"
     )]
     SubscriberAlreadySet,
+    /// A sampling setting (`TRACEWIRE_SAMPLING_*`, or the builder) is invalid.
+    #[error("{variable}={value:?} is invalid: {message}")]
+    Sampling {
+        /// The variable (or builder method) read.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Transport of the OTLP exporters.
@@ -102,10 +139,12 @@ pub enum OtlpProtocol {
 /// | metric export interval | `OTEL_METRIC_EXPORT_INTERVAL` | 60 s |
 /// | exporters off | `OTEL_TRACES_EXPORTER=none`, `OTEL_METRICS_EXPORTER=none` | on |
 /// | log filter | `RUST_LOG` | `info` |
+/// | sampling | `TRACEWIRE_SAMPLING_RATIO`, `_SLOW`, `_RULES`, … ([`crate::sampling`]) | keep all; failing, slow, synthetic always |
+/// | log events per second per callsite | `TRACEWIRE_LOG_RATE_LIMIT` (0 = off) | 100 |
 ///
 /// Spans are exported in batches on a background thread through a bounded queue: when the
-/// collector is down, spans are dropped (and counted in
-/// `tracewire.export.failed_spans`), memory stays bounded and requests are not slowed.
+/// collector is down, spans are dropped (and counted in `tracewire.telemetry.dropped`, with
+/// the `signal` and `reason` of every drop), memory stays bounded and requests are not slowed.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), tracewire::InitError> {
@@ -115,6 +154,7 @@ pub enum OtlpProtocol {
 ///     .init()?;
 /// # Ok(()) }
 /// ```
+#[must_use = "a builder does nothing until `.init()` is called"]
 pub struct Builder {
     service_name: Option<String>,
     service_version: Option<String>,
@@ -131,6 +171,15 @@ pub struct Builder {
     sensitive: SensitiveHeaders,
     propagator: Option<Box<dyn TextMapPropagator + Send + Sync>>,
     pii_hash_key: Option<Vec<u8>>,
+    pub(crate) sampling: crate::sampling::Options,
+    otlp_logs: Option<bool>,
+    tracing_spans: Option<bool>,
+    exemplar_filter: Option<crate::config::ExemplarFilter>,
+    shutdown_timeout: Duration,
+    span_queue_size: Option<usize>,
+    log_rate_limit: Option<u64>,
+    rate_limit_access_log: bool,
+    cardinality_limit: usize,
 }
 
 impl fmt::Debug for Builder {
@@ -165,6 +214,15 @@ impl Default for Builder {
             sensitive: SensitiveHeaders::default(),
             propagator: None,
             pii_hash_key: None,
+            sampling: crate::sampling::Options::default(),
+            otlp_logs: None,
+            tracing_spans: None,
+            exemplar_filter: None,
+            shutdown_timeout: crate::shutdown::DEFAULT_TIMEOUT,
+            span_queue_size: None,
+            log_rate_limit: None,
+            rate_limit_access_log: false,
+            cardinality_limit: DEFAULT_CARDINALITY_LIMIT,
         }
     }
 }
@@ -253,7 +311,8 @@ impl Builder {
         self
     }
 
-    /// Propagates with `propagator` instead of W3C trace context + baggage.
+    /// Propagates with `propagator` instead of W3C trace context + baggage (tracewire's own
+    /// [`W3cPropagator`](tracewire_core::w3c::W3cPropagator)).
     pub fn propagator(
         mut self,
         propagator: impl TextMapPropagator + Send + Sync + 'static,
@@ -269,47 +328,169 @@ impl Builder {
         self
     }
 
+    /// Sends every `tracing` event passing the log filter as an OTLP log record too (default:
+    /// `OTEL_LOGS_EXPORTER=otlp`), beside the JSON lines.
+    pub fn otlp_logs(mut self, enabled: bool) -> Self {
+        self.otlp_logs = Some(enabled);
+        self
+    }
+
+    /// Turns users' `tracing` spans (`#[tracing::instrument]`, `info_span!`) into
+    /// OpenTelemetry spans of the current trace (default: `TRACEWIRE_TRACING_SPANS=true`).
+    /// See [`tracewire_core::bridge`].
+    pub fn tracing_spans(mut self, enabled: bool) -> Self {
+        self.tracing_spans = Some(enabled);
+        self
+    }
+
+    /// Which measurements may become exemplars (default: `OTEL_METRICS_EXEMPLAR_FILTER`, else
+    /// `trace_based`); read back with [`crate::config::exemplar_filter`].
+    pub fn exemplar_filter(mut self, filter: crate::config::ExemplarFilter) -> Self {
+        self.exemplar_filter = Some(filter);
+        self
+    }
+
+    /// The longest [`Telemetry::flush`], [`Telemetry::shutdown`] and dropping the guard may
+    /// take, whatever the collector does (default 5 s). What is still queued then is dropped
+    /// and counted.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How many ended spans may wait for export (default: `OTEL_BSP_MAX_QUEUE_SIZE`, else
+    /// 2048). Spans ending while the queue is full are dropped and counted.
+    pub fn span_queue_size(mut self, spans: usize) -> Self {
+        self.span_queue_size = Some(spans.max(1));
+        self
+    }
+
+    /// Log events each callsite may write per second (default: `TRACEWIRE_LOG_RATE_LIMIT`,
+    /// else 100; 0 turns the limit off). Suppressed events are counted
+    /// (`tracewire.telemetry.dropped{signal="logs", reason="rate_limited"}`) and summarised in
+    /// one line per callsite and second.
+    pub fn log_rate_limit(mut self, per_second: u64) -> Self {
+        self.log_rate_limit = Some(per_second);
+        self
+    }
+
+    /// Applies the log rate limit to the access log too (default: every request keeps its
+    /// access-log line).
+    pub fn rate_limit_access_log(mut self, limited: bool) -> Self {
+        self.rate_limit_access_log = limited;
+        self
+    }
+
+    /// The most attribute sets (series) one metric keeps per collection (default 2000).
+    /// Measurements with further attribute sets are added to one series labelled
+    /// `otel.metric.overflow=true` instead of growing memory. tracewire's own instruments
+    /// stay far below it whatever clients send: methods outside the standard set are
+    /// `_OTHER`, routes are the router's templates.
+    pub fn metric_cardinality_limit(mut self, series: usize) -> Self {
+        self.cardinality_limit = series.max(1);
+        self
+    }
+
     /// Builds the pipeline and installs it globally.
     pub fn init(self) -> Result<Telemetry, InitError> {
+        use crate::config::{self, ProcessEnv};
+        use crate::exporter::{Signal as ExportSignal, Transport};
+        let env = ProcessEnv;
+        let sdk_disabled = config::sdk_disabled(&env)?;
+        config::check_sdk_numbers(&env)?;
+        let limits = config::limits(&env)?;
+        config::set_exemplar_filter(match self.exemplar_filter {
+            Some(filter) => filter,
+            None => config::parse_exemplar_filter(&env)?,
+        });
+        let env_propagators = config::propagators(&env)?;
+        let otlp_logs = !sdk_disabled
+            && self.otlp
+            && match self.otlp_logs {
+                Some(on) => on,
+                None => config::logs_exporter(&env)?,
+            };
+        let tracing_spans = !sdk_disabled
+            && match self.tracing_spans {
+                Some(on) => on,
+                None => config::tracing_spans(&env)?,
+            };
+        let otlp = self.otlp && !sdk_disabled;
+        let prometheus = self.prometheus && !sdk_disabled;
+
         let resource = crate::resource::build(
             self.service_name.as_deref(),
             self.service_version.as_deref(),
             &self.attributes,
         );
 
-        let failed_spans = Arc::new(AtomicU64::new(0));
+        let view = crate::view::View::new(&resource, &self.sensitive);
         let parent_based = match &self.sampler {
             Some(sampler) => matches!(sampler, Sampler::ParentBased(_)),
             None => env_nonempty("OTEL_TRACES_SAMPLER")
                 .is_none_or(|s| s.trim().starts_with("parentbased_")),
         };
-        let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
-        if let Some(sampler) = self.sampler {
+        let sampling = if sdk_disabled {
+            None
+        } else {
+            self.sampling.resolve(self.sampler.is_some())?
+        };
+        let mut tracer_builder = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_span_limits(limits.span);
+        if sdk_disabled {
+            tracer_builder = tracer_builder.with_sampler(Sampler::AlwaysOff);
+        } else if let Some(sampler) = self.sampler {
             tracer_builder = tracer_builder.with_sampler(sampler);
         }
-        let otlp_traces =
-            self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
+        let otlp_traces = otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Traces);
+        let mut queued_spans = None;
+        let mut span_processor = None;
         if otlp_traces {
-            let exporter = span_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
-            tracer_builder = tracer_builder.with_batch_exporter(CountingExporter {
-                inner: exporter,
-                failed: failed_spans.clone(),
-            });
+            let transport = Transport::resolve(
+                &env,
+                ExportSignal::Traces,
+                self.otlp_endpoint.as_deref(),
+                self.otlp_protocol,
+            )?;
+            let exporter = crate::exporter::span_exporter(&transport, limits.value_length)?;
+            let (processor, queued) =
+                crate::dropped::batch_processor(exporter, self.span_queue_size);
+            span_processor = Some(processor);
+            queued_spans = Some(queued);
         }
+        tracer_builder = view.add_processor(tracer_builder);
+        // Consistent ratio + tail decision in front of the batch processor (see `sampling`).
+        let (tracer_builder, sampling_decisions) =
+            crate::sampling::configure(tracer_builder, sampling.as_ref(), span_processor);
         let tracer_provider = tracer_builder.build();
 
-        let mut meter_builder = SdkMeterProvider::builder().with_resource(resource.clone());
-        let otlp_metrics =
-            self.otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Metrics);
+        let cardinality_limit = self.cardinality_limit;
+        let mut meter_builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_view(move |_: &opentelemetry_sdk::metrics::Instrument| {
+                opentelemetry_sdk::metrics::Stream::builder()
+                    .with_cardinality_limit(cardinality_limit)
+                    .build()
+                    .ok()
+            });
+        let otlp_metrics = otlp && signal_enabled(self.otlp_endpoint.as_deref(), Signal::Metrics);
         if otlp_metrics {
-            let exporter = metric_exporter(self.otlp_endpoint.as_deref(), self.otlp_protocol)?;
-            let mut reader = PeriodicReader::builder(exporter);
+            let transport = Transport::resolve(
+                &env,
+                ExportSignal::Metrics,
+                self.otlp_endpoint.as_deref(),
+                self.otlp_protocol,
+            )?;
+            let exporter = crate::exporter::metric_exporter(&transport)?;
+            let mut reader =
+                PeriodicReader::builder(crate::dropped::CountingMetricExporter { inner: exporter });
             if let Some(interval) = self.metric_interval {
                 reader = reader.with_interval(interval);
             }
             meter_builder = meter_builder.with_reader(reader.build());
         }
-        let registry = if self.prometheus {
+        let registry = if prometheus {
             let registry = prometheus::Registry::new();
             let exporter = opentelemetry_prometheus::exporter()
                 .with_registry(registry.clone())
@@ -322,61 +503,110 @@ impl Builder {
         };
         let meter_provider = meter_builder.build();
 
+        let logger_provider = if otlp_logs && self.logs {
+            let transport = Transport::resolve(
+                &env,
+                ExportSignal::Logs,
+                self.otlp_endpoint.as_deref(),
+                self.otlp_protocol,
+            )?;
+            let exporter = crate::exporter::log_exporter(&transport)?;
+            Some(
+                opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
+        } else {
+            None
+        };
+        let otlp_log_layer = logger_provider.as_ref().map(crate::exporter::log_layer);
+        let bridge_layer = tracing_spans.then(|| {
+            use opentelemetry::trace::TracerProvider as _;
+            let scope =
+                opentelemetry::InstrumentationScope::builder(tracewire_core::bridge::SCOPE_NAME)
+                    .with_version(tracewire_core::SCOPE_VERSION)
+                    .build();
+            tracewire_core::bridge::TracingBridge::with_tracer(global::BoxedTracer::new(Box::new(
+                tracer_provider.tracer_with_scope(scope),
+            )))
+        });
+
         if self.logs {
             let filter = log_filter(self.log_filter.as_deref())?;
             let service_name = resource
                 .get(&opentelemetry::Key::from_static_str("service.name"))
                 .map(|v| v.to_string())
                 .unwrap_or_default();
+            let rate_limit = match self.log_rate_limit {
+                Some(limit) => limit,
+                None => tracewire_core::logs::limit_from_env()
+                    .map_err(|value| InitError::LogRateLimit { value })?
+                    .unwrap_or(tracewire_core::logs::DEFAULT_RATE_LIMIT),
+            };
             let layer = JsonLayer::new()
                 .with_static_field("service.name", &service_name)
-                .with_sensitive_fields(self.sensitive.clone());
+                .with_sensitive_fields(self.sensitive.clone())
+                .with_rate_limit(rate_limit)
+                .rate_limit_access_log(self.rate_limit_access_log);
             let result = match self.log_writer {
                 Some(writer) => tracing_subscriber::registry()
                     .with(filter)
+                    .with(bridge_layer)
+                    .with(otlp_log_layer)
                     .with(layer.with_writer(writer))
+                    .with(view.log_layer())
                     .try_init(),
                 None => tracing_subscriber::registry()
                     .with(filter)
+                    .with(bridge_layer)
+                    .with(otlp_log_layer)
                     .with(layer)
+                    .with(view.log_layer())
                     .try_init(),
             };
             result.map_err(|_| InitError::SubscriberAlreadySet)?;
         }
 
-        global::set_text_map_propagator(match self.propagator {
-            Some(p) => TextMapCompositePropagator::new(vec![p]),
-            None => TextMapCompositePropagator::new(vec![
-                Box::new(TraceContextPropagator::new()),
-                Box::new(BaggagePropagator::new()),
-            ]),
-        });
+        match (self.propagator, env_propagators) {
+            (Some(p), _) => {
+                global::set_text_map_propagator(TextMapCompositePropagator::new(vec![p]))
+            }
+            (None, Some(list)) => {
+                global::set_text_map_propagator(TextMapCompositePropagator::new(list))
+            }
+            (None, None) => {
+                global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new())
+            }
+        }
         global::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
         // With a parent-based sampler, `#[traced]` calls inside an unsampled trace need no span.
-        tracewire_core::traced::set_skip_unsampled_children(parent_based);
+        // Under the tail decision, unsampled spans are recorded: children too.
+        tracewire_core::traced::set_skip_unsampled_children(
+            parent_based && sampling_decisions.is_none(),
+        );
+        let sampling_counters = sampling_decisions.map(crate::sampling::counters);
         if let Some(key) = &self.pii_hash_key {
             tracewire_core::event::set_pii_hash_key(key);
         }
 
-        let observed = failed_spans.clone();
-        let export_failures = tracewire_core::metrics::meter()
-            .u64_observable_counter("tracewire.export.failed_spans")
-            .with_unit("{span}")
-            .with_description("Spans the OTLP exporter could not deliver and dropped")
-            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
-            .build();
+        let dropped = crate::dropped::instrument();
 
         Ok(Telemetry {
             tracer_provider,
             meter_provider,
+            logger_provider,
             registry,
             resource,
-            failed_spans,
+            queued_spans,
             otlp_traces,
             otlp_metrics,
-            _export_failures: export_failures,
+            _sampling: sampling_counters,
+            _dropped: dropped,
+            shutdown_timeout: self.shutdown_timeout,
             shut_down: false,
+            view,
         })
     }
 }
@@ -388,24 +618,10 @@ enum Signal {
 }
 
 impl Signal {
-    fn name(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-        }
-    }
-
     fn endpoint_var(self) -> &'static str {
         match self {
             Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        }
-    }
-
-    fn protocol_var(self) -> &'static str {
-        match self {
-            Signal::Traces => "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            Signal::Metrics => "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
         }
     }
 
@@ -430,95 +646,13 @@ fn signal_enabled(endpoint: Option<&str>, signal: Signal) -> bool {
         || env_nonempty(signal.endpoint_var()).is_some()
 }
 
-fn protocol(explicit: Option<OtlpProtocol>, signal: Signal) -> Result<OtlpProtocol, InitError> {
-    if let Some(p) = explicit {
-        return Ok(p);
+/// The OpenTelemetry crates log their own start-up at INFO: below WARN they stay quiet unless the
+/// filter names them (`RUST_LOG=info,opentelemetry_sdk=debug`).
+fn quiet_sdk(filter: &str) -> String {
+    if filter.contains("opentelemetry") {
+        return filter.to_owned();
     }
-    for var in [signal.protocol_var(), "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-        if let Some(value) = env_nonempty(var) {
-            return match value.trim() {
-                "grpc" => Ok(OtlpProtocol::Grpc),
-                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
-                _ => Err(InitError::UnsupportedProtocol {
-                    variable: var,
-                    value,
-                }),
-            };
-        }
-    }
-    Ok(OtlpProtocol::HttpProtobuf)
-}
-
-/// Sets the transport protocol and, when given in code, the endpoint of an exporter builder.
-fn configure<B: WithExportConfig>(builder: B, protocol: Protocol, endpoint: Option<String>) -> B {
-    let builder = builder.with_protocol(protocol);
-    match endpoint {
-        Some(endpoint) => builder.with_endpoint(endpoint),
-        None => builder,
-    }
-}
-
-/// Builds the OTLP exporter `$exporter` (span or metric) for `$signal` over the resolved
-/// transport. A macro because the two exporters' builders share no trait for `build()`.
-macro_rules! otlp_exporter {
-    ($exporter:ty, $signal:expr, $endpoint:expr, $explicit:expr) => {{
-        let signal: Signal = $signal;
-        let endpoint: Option<&str> = $endpoint;
-        let err = |source| InitError::Exporter {
-            signal: signal.name(),
-            source,
-        };
-        match protocol($explicit, signal)? {
-            OtlpProtocol::Grpc => {
-                tokio::runtime::Handle::try_current().map_err(|_| InitError::NoRuntime)?;
-                let endpoint = endpoint.map(str::to_owned);
-                configure(
-                    <$exporter>::builder().with_tonic(),
-                    Protocol::Grpc,
-                    endpoint,
-                )
-                .build()
-                .map_err(err)
-            }
-            OtlpProtocol::HttpProtobuf => {
-                // Given in code, the endpoint is the collector's base URL: add the signal path,
-                // as the SDK does for OTEL_EXPORTER_OTLP_ENDPOINT.
-                let endpoint =
-                    endpoint.map(|ep| format!("{}/v1/{}", ep.trim_end_matches('/'), signal.name()));
-                configure(
-                    <$exporter>::builder().with_http(),
-                    Protocol::HttpBinary,
-                    endpoint,
-                )
-                .build()
-                .map_err(err)
-            }
-        }
-    }};
-}
-
-fn span_exporter(
-    endpoint: Option<&str>,
-    explicit: Option<OtlpProtocol>,
-) -> Result<opentelemetry_otlp::SpanExporter, InitError> {
-    otlp_exporter!(
-        opentelemetry_otlp::SpanExporter,
-        Signal::Traces,
-        endpoint,
-        explicit
-    )
-}
-
-fn metric_exporter(
-    endpoint: Option<&str>,
-    explicit: Option<OtlpProtocol>,
-) -> Result<opentelemetry_otlp::MetricExporter, InitError> {
-    otlp_exporter!(
-        opentelemetry_otlp::MetricExporter,
-        Signal::Metrics,
-        endpoint,
-        explicit
-    )
+    format!("{filter},opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn")
 }
 
 fn log_filter(default: Option<&str>) -> Result<EnvFilter, InitError> {
@@ -527,7 +661,7 @@ fn log_filter(default: Option<&str>) -> Result<EnvFilter, InitError> {
         None => (default.unwrap_or("info").to_owned(), false),
     };
     EnvFilter::builder()
-        .parse(&text)
+        .parse(quiet_sdk(&text))
         .map_err(|e| InitError::LogFilter {
             filter: if from_env {
                 format!("RUST_LOG={text}")
@@ -538,48 +672,27 @@ fn log_filter(default: Option<&str>) -> Result<EnvFilter, InitError> {
         })
 }
 
-/// Counts spans an exporter failed to deliver (the batch processor drops them).
-#[derive(Debug)]
-struct CountingExporter<E> {
-    inner: E,
-    failed: Arc<AtomicU64>,
-}
-
-impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        if result.is_err() {
-            self.failed.fetch_add(n, Ordering::Relaxed);
-        }
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
 /// The running pipeline. Dropping it (or calling [`Telemetry::shutdown`]) flushes pending
 /// spans and metrics and shuts the exporters down.
+///
+/// Bind it for the life of the program (`let telemetry = tracewire::init()?;`): a guard that is
+/// not bound is dropped at once, which shuts the pipeline down before anything is exported.
+#[must_use = "dropping the guard shuts telemetry down at once: bind it, `let telemetry = tracewire::init()?;`"]
 pub struct Telemetry {
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
+    logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     registry: Option<prometheus::Registry>,
     resource: Resource,
-    failed_spans: Arc<AtomicU64>,
+    queued_spans: Option<crate::dropped::InFlight>,
     otlp_traces: bool,
     otlp_metrics: bool,
-    _export_failures: opentelemetry::metrics::ObservableCounter<u64>,
+    _sampling: Option<crate::sampling::Counters>,
+    _dropped: opentelemetry::metrics::ObservableCounter<u64>,
+    shutdown_timeout: Duration,
     shut_down: bool,
+    #[cfg_attr(not(feature = "view"), allow(dead_code))]
+    pub(crate) view: crate::view::View,
 }
 
 impl fmt::Debug for Telemetry {
@@ -610,23 +723,45 @@ impl Telemetry {
         (self.otlp_traces, self.otlp_metrics)
     }
 
-    /// Spans dropped because the exporter could not deliver them.
-    pub fn failed_spans(&self) -> u64 {
-        self.failed_spans.load(Ordering::Relaxed)
+    /// Spans dropped since the process started, for every reason (a full queue, a failed
+    /// export, a shutdown that could not wait): the `signal=spans` part of
+    /// `tracewire.telemetry.dropped`.
+    pub fn dropped_spans(&self) -> u64 {
+        tracewire_core::dropped::total(tracewire_core::dropped::Signal::Spans)
     }
 
-    /// Exports everything pending now (blocks until the exporters answer or time out).
+    /// Spans waiting in the export queue now (handed over, not yet taken by the exporter).
+    pub fn queued_spans(&self) -> usize {
+        self.queued_spans.as_ref().map_or(0, |q| q.queued())
+    }
+
+    /// Exports everything pending now; blocks until the exporters answer, at most the
+    /// [shutdown timeout](Builder::shutdown_timeout).
     pub fn flush(&self) {
-        let _ = self.tracer_provider.force_flush();
-        let _ = self.meter_provider.force_flush();
+        let _ = self.bounded(crate::shutdown::Op::Flush);
     }
 
-    /// Flushes and shuts the pipeline down; reports the first error.
-    pub fn shutdown(mut self) -> Result<(), opentelemetry_sdk::error::OTelSdkError> {
+    /// Flushes and shuts the pipeline down within the
+    /// [shutdown timeout](Builder::shutdown_timeout) (default 5 s), whatever the collector
+    /// does. The report (or the error, when time ran out or an exporter failed) says how much
+    /// telemetry was dropped in all, including the spans still queued when time ran out.
+    pub fn shutdown(mut self) -> Result<crate::ShutdownReport, crate::ShutdownError> {
         self.shut_down = true;
-        let traces = self.tracer_provider.shutdown();
-        let metrics = self.meter_provider.shutdown();
-        traces.and(metrics)
+        self.bounded(crate::shutdown::Op::Shutdown)
+    }
+
+    fn bounded(
+        &self,
+        op: crate::shutdown::Op,
+    ) -> Result<crate::ShutdownReport, crate::ShutdownError> {
+        crate::shutdown::run(
+            op,
+            &self.tracer_provider,
+            &self.meter_provider,
+            self.logger_provider.as_ref(),
+            self.queued_spans.as_ref(),
+            self.shutdown_timeout,
+        )
     }
 }
 
@@ -634,8 +769,27 @@ impl Drop for Telemetry {
     fn drop(&mut self) {
         if !self.shut_down {
             self.shut_down = true;
-            let _ = self.tracer_provider.shutdown();
-            let _ = self.meter_provider.shutdown();
+            if let Err(error) = self.bounded(crate::shutdown::Op::Shutdown) {
+                tracing::warn!(target: "tracewire", %error, "telemetry shut down with losses");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod quiet_sdk_tests {
+    use super::quiet_sdk;
+
+    #[test]
+    fn the_sdk_logs_at_warn_unless_the_filter_names_it() {
+        assert_eq!(
+            quiet_sdk("info"),
+            "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn"
+        );
+        assert_eq!(
+            quiet_sdk("info,opentelemetry_sdk=debug"),
+            "info,opentelemetry_sdk=debug"
+        );
+        assert!(super::log_filter(Some("debug")).is_ok());
     }
 }

@@ -33,21 +33,53 @@
 //! - `macros`: `#[traced]` and `#[derive(Event)]`.
 //! - `amqp`: RabbitMQ instrumentation for lapin.
 //! - `kafka`: Kafka instrumentation for rdkafka.
+//! - `view`: the embedded trace view, `Telemetry::view_service()`.
 //! - `full`: all of the above.
 
+pub mod config;
+mod dropped;
+mod exporter;
 mod init;
 mod metrics_service;
+pub mod ops;
 mod resource;
+pub mod sampling;
+mod view;
 
 pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
 pub use metrics_service::MetricsService;
+/// The embedded trace view: what [`Telemetry::view_service`] serves.
+#[cfg(feature = "view")]
+pub mod trace_view {
+    pub use crate::view::{DEFAULT_BASE, Limits, ViewService};
+}
+mod shutdown;
+
+pub use shutdown::{ShutdownError, ShutdownReport};
 
 pub use tracewire_core::RequestId;
 pub use tracewire_core::context::in_current_context;
 
+/// Counts of the telemetry the pipeline dropped instead of slowing the service, by signal and
+/// reason (reported as `tracewire.telemetry.dropped`).
+pub mod drops {
+    pub use tracewire_core::dropped::*;
+}
+
 /// Logging pieces, for users who assemble their own `tracing` subscriber.
 pub mod logs {
     pub use tracewire_core::logs::JsonLayer;
+}
+
+/// The opt-in bridge making `tracing` spans OpenTelemetry spans of the current trace
+/// (`TRACEWIRE_TRACING_SPANS=true` or [`Builder::tracing_spans`]).
+pub mod bridge {
+    pub use tracewire_core::bridge::*;
+}
+
+/// Propagation formats besides W3C trace context, chosen with `OTEL_PROPAGATORS`.
+pub mod propagators {
+    pub use tracewire_core::propagators::*;
 }
 
 /// The redaction policy: sensitive header names and helpers.
@@ -58,6 +90,8 @@ pub mod redact {
 /// Propagation helpers (extract/inject through the configured propagator).
 pub mod propagation {
     pub use tracewire_core::propagation::*;
+    /// tracewire's own W3C codec (the default propagator) and its parsers and formatters.
+    pub use tracewire_core::w3c::{self, W3cPropagator};
 }
 
 /// The OpenTelemetry API crate tracewire is built on, re-exported so users need no second
@@ -78,6 +112,9 @@ where
 /// systemd and container runtimes send) alike. Await it to stop serving and consuming, then
 /// drop or shut down the [`Telemetry`] guard so pending spans and metrics are flushed.
 ///
+/// A second SIGINT or SIGTERM while the process is stopping exits it at once (status 130), so
+/// a stop that hangs can always be cut short.
+///
 /// ```no_run
 /// # async fn demo(app: axum::Router, listener: tokio::net::TcpListener) -> std::io::Result<()> {
 /// axum::serve(listener, app)
@@ -86,6 +123,17 @@ where
 /// # }
 /// ```
 pub async fn shutdown_signal() {
+    stop_signal().await;
+    // The first signal starts a graceful stop; a second one ends the process now.
+    tokio::spawn(async {
+        stop_signal().await;
+        eprintln!("second stop signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// One SIGINT or SIGTERM.
+async fn stop_signal() {
     let interrupt = async {
         // Without a signal handler there is nothing to wait for: never resolve.
         if tokio::signal::ctrl_c().await.is_err() {
@@ -119,7 +167,7 @@ pub use tracewire_amqp as amqp;
 pub use tracewire_kafka as kafka;
 
 #[cfg(feature = "macros")]
-pub use tracewire_macros::{Event, traced};
+pub use tracewire_macros::{Event, objective, traced};
 
 /// The trait every `#[derive(Event)]` type implements (`emit()`, its schema).
 #[cfg(feature = "macros")]

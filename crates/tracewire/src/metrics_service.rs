@@ -10,7 +10,9 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use prometheus::{Encoder, TextEncoder};
 
-/// Renders every tracewire metric in the Prometheus text format. Mount it at `/metrics`:
+/// Renders every tracewire metric in the Prometheus text format, or in the OpenMetrics text
+/// format (with exemplars) when the request's `Accept` asks for
+/// `application/openmetrics-text`. Mount it at `/metrics`:
 /// `Router::route_service("/metrics", telemetry.metrics_service())`.
 #[derive(Clone)]
 pub struct MetricsService {
@@ -40,6 +42,15 @@ impl MetricsService {
         let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+
+    /// The current metrics in the OpenMetrics text format, the duration histograms' buckets
+    /// carrying exemplars of kept traces (empty when Prometheus export is disabled).
+    pub fn render_openmetrics(&self) -> String {
+        match &self.registry {
+            Some(registry) => crate::sampling::openmetrics::encode(&registry.gather()),
+            None => String::new(),
+        }
+    }
 }
 
 impl<B> tower::Service<Request<B>> for MetricsService {
@@ -51,15 +62,29 @@ impl<B> tower::Service<Request<B>> for MetricsService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: Request<B>) -> Self::Future {
-        let mut response = Response::new(Full::new(Bytes::from(self.render())));
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Scrapers with exemplar storage ask for OpenMetrics, which carries exemplars.
+        let openmetrics = request
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(crate::sampling::openmetrics::wanted);
+        let (body, content_type) = if openmetrics {
+            (
+                self.render_openmetrics(),
+                crate::sampling::openmetrics::CONTENT_TYPE,
+            )
+        } else {
+            (self.render(), "text/plain; version=0.0.4; charset=utf-8")
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
         if self.registry.is_none() {
             *response.status_mut() = StatusCode::NOT_FOUND;
         }
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         ready(Ok(response))
     }
 }

@@ -9,6 +9,7 @@ use http::{HeaderMap, StatusCode};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanRef;
 use tracewire_core::attributes as attr;
+use tracewire_core::operation::Failure;
 
 use super::{Classify, Protocol, Side};
 
@@ -299,16 +300,9 @@ pub(crate) enum Ending {
     Complete,
     /// The response (or the future) was dropped before its end.
     Dropped,
-    /// The inner service, the transport or the body failed; the caller records that error.
+    /// The inner service, the transport or the body failed; the operation records that
+    /// error.
     Failed,
-}
-
-/// An error the layer saw itself (inner service, transport, body, panic): its `error.type` and
-/// the description for the span status.
-#[derive(Debug)]
-pub(crate) struct LayerError {
-    pub(crate) error_type: Cow<'static, str>,
-    pub(crate) message: Option<String>,
 }
 
 /// The state of one gRPC call: its names, and the status once a response head or trailers
@@ -453,23 +447,24 @@ impl GrpcCall {
         self.code
     }
 
-    /// Ends the call: sets the status attributes, `error.type` and the span status on `span`,
-    /// appends the metric attributes to `metric`, and returns the `error.type` recorded, if
-    /// any. A call that ended without a status is `UNKNOWN`; one dropped before its end is
-    /// `CANCELLED`. An `error` the layer saw wins over the status; a call that failed that
-    /// way before any status has none.
+    /// Ends the call: sets the status attributes and names on `span`, appends the metric
+    /// attributes (without `error.type`, which the operation adds) to `metric`, and returns
+    /// the failure the status stands for, if any. A call that ended without a status is
+    /// `UNKNOWN`; one dropped before its end is `CANCELLED`. When the layer saw an error itself
+    /// (`layer_failed`: inner service, transport, body), that error wins over the status, and
+    /// a call that failed that way before any status has none.
     pub(crate) fn end(
         &mut self,
         classifier: &dyn Classify,
         ending: Ending,
-        error: Option<LayerError>,
+        layer_failed: bool,
         span: &SpanRef<'_>,
         metric: &mut Vec<KeyValue>,
-    ) -> Option<Cow<'static, str>> {
-        let code = self.code.or(match (ending, &error) {
-            (_, Some(_)) | (Ending::Failed, None) => None,
-            (Ending::Complete, None) => Some(GrpcCode::Unknown),
-            (Ending::Dropped, None) => Some(GrpcCode::Cancelled),
+    ) -> Option<Failure> {
+        let code = self.code.or(match (ending, layer_failed) {
+            (_, true) | (Ending::Failed, false) => None,
+            (Ending::Complete, false) => Some(GrpcCode::Unknown),
+            (Ending::Dropped, false) => Some(GrpcCode::Cancelled),
         });
         // A server does not know a method it answers UNIMPLEMENTED for: keep the client's
         // name out of span names and metrics.
@@ -500,32 +495,24 @@ impl GrpcCall {
             }
             None => metric.push(KeyValue::new(attr::RPC_METHOD, OTHER)),
         }
-        let mut failed = None;
-        if let Some(code) = code {
-            span.set_attribute(KeyValue::new(
-                attr::RPC_GRPC_STATUS_CODE,
-                i64::from(code.as_i32()),
-            ));
-            span.set_attribute(KeyValue::new(attr::RPC_RESPONSE_STATUS_CODE, code.as_str()));
-            metric.push(KeyValue::new(
-                attr::RPC_GRPC_STATUS_CODE,
-                i64::from(code.as_i32()),
-            ));
-            metric.push(KeyValue::new(attr::RPC_RESPONSE_STATUS_CODE, code.as_str()));
-            if classifier.is_grpc_failure(code, self.side) {
-                failed = Some(LayerError {
-                    error_type: Cow::Borrowed(code.as_str()),
-                    message: self.message.take(),
-                });
-            }
-        }
-        let failed = error.or(failed)?;
-        span.set_attribute(KeyValue::new(attr::ERROR_TYPE, failed.error_type.clone()));
-        metric.push(KeyValue::new(attr::ERROR_TYPE, failed.error_type.clone()));
-        span.set_status(opentelemetry::trace::Status::error(
-            failed.message.unwrap_or_default(),
+        let code = code?;
+        span.set_attribute(KeyValue::new(
+            attr::RPC_GRPC_STATUS_CODE,
+            i64::from(code.as_i32()),
         ));
-        Some(failed.error_type)
+        span.set_attribute(KeyValue::new(attr::RPC_RESPONSE_STATUS_CODE, code.as_str()));
+        metric.push(KeyValue::new(
+            attr::RPC_GRPC_STATUS_CODE,
+            i64::from(code.as_i32()),
+        ));
+        metric.push(KeyValue::new(attr::RPC_RESPONSE_STATUS_CODE, code.as_str()));
+        if layer_failed || !classifier.is_grpc_failure(code, self.side) {
+            return None;
+        }
+        Some(match self.message.take() {
+            Some(message) => Failure::exception(code.as_str(), message),
+            None => Failure::status(code.as_str()),
+        })
     }
 
     fn full_path(&self) -> Option<String> {

@@ -43,7 +43,7 @@ use std::fmt;
 
 pub use self::grpc::{GrpcClassifier, GrpcCode};
 pub use self::http::{DefaultClassifier, HttpClassifier};
-pub(crate) use grpc::{Ending, GrpcCall, LayerError, grpc_content_type};
+pub(crate) use grpc::{Ending, GrpcCall, grpc_content_type};
 
 /// Which side of a call a layer instruments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,5 +108,41 @@ pub trait Classify: fmt::Debug + Send + Sync + 'static {
     /// the default.
     fn is_grpc_failure(&self, code: GrpcCode, side: Side) -> bool {
         code.is_failure(side)
+    }
+}
+
+/// A shared classifier, as the layers hold it.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedClassifier(pub(crate) std::sync::Arc<dyn Classify>);
+
+impl Default for SharedClassifier {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(DefaultClassifier))
+    }
+}
+
+impl SharedClassifier {
+    /// The conventions for a request.
+    pub(crate) fn protocol(
+        &self,
+        method: &::http::Method,
+        uri: &::http::Uri,
+        headers: &::http::HeaderMap,
+    ) -> Protocol {
+        self.0.protocol(method, uri, headers)
+    }
+
+    /// The failure an HTTP call that ended with `status` stands for: `error.type` is the
+    /// status code.
+    pub(crate) fn http_failure(
+        &self,
+        status: ::http::StatusCode,
+        side: Side,
+    ) -> Option<tracewire_core::operation::Failure> {
+        self.0.is_http_failure(status, side).then(|| {
+            tracewire_core::operation::Failure::status(tracewire_core::error::status_text(
+                status.as_u16(),
+            ))
+        })
     }
 }

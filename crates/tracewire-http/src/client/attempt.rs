@@ -5,25 +5,24 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub(crate) use crate::semconv::method_name;
 use crate::semconv::protocol_version;
 use http::{HeaderMap, Method, StatusCode, Version};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::Histogram;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::metric::{
     HTTP_CLIENT_REQUEST_DURATION, RPC_CLIENT_CALL_DURATION,
 };
 use tracewire_core::attributes::{
-    ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL, HTTP_REQUEST_RESEND_COUNT,
+    HTTP_REQUEST_METHOD, HTTP_REQUEST_METHOD_ORIGINAL, HTTP_REQUEST_RESEND_COUNT,
     HTTP_RESPONSE_STATUS_CODE, NETWORK_PROTOCOL_VERSION, SERVER_ADDRESS, SERVER_PORT, URL_FULL,
 };
-use tracewire_core::error::status_text;
+use tracewire_core::operation::{Failure, Operation, Timed};
 
-use crate::classify::{Classify, DefaultClassifier, Ending, GrpcCall, LayerError, Side};
+use crate::classify::{Ending, GrpcCall, SharedClassifier, Side};
 
 /// The tracer and the instruments of a client layer, built once when the layer is built.
 #[derive(Clone)]
@@ -31,7 +30,7 @@ pub(crate) struct Instruments {
     tracer: Arc<BoxedTracer>,
     duration: Histogram<f64>,
     rpc_duration: Histogram<f64>,
-    pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) classifier: SharedClassifier,
 }
 
 impl fmt::Debug for Instruments {
@@ -56,7 +55,7 @@ impl Instruments {
                 RPC_CLIENT_CALL_DURATION,
                 "Duration of outgoing RPCs.",
             ),
-            classifier: Arc::new(DefaultClassifier),
+            classifier: SharedClassifier::default(),
         }
     }
 }
@@ -137,37 +136,30 @@ pub(crate) fn error_type_of<E>() -> &'static str {
     }
 }
 
-/// An attempt in flight. Dropping it ends the span and records the duration, so it ends
-/// exactly once, whichever of response error, body end, body error or drop comes first.
+/// An attempt in flight: its [`Operation`]. It ends exactly once, whichever of response
+/// error, body end, body error or drop comes first; dropped after the response head, it ends
+/// as completed (the caller stopped reading), before it as cancelled.
 pub(crate) struct Attempt {
     cx: Context,
-    start: Instant,
-    duration: Histogram<f64>,
-    metric_attributes: Vec<KeyValue>,
-    classifier: Arc<dyn Classify>,
-    /// Set when the call is recorded as gRPC; then the attempt ends into `rpc_duration`.
-    grpc: Option<Grpc>,
-}
-
-struct Grpc {
-    call: GrpcCall,
-    duration: Histogram<f64>,
-    ending: Ending,
-    error: Option<LayerError>,
+    op: Option<Operation<Timed>>,
+    classifier: SharedClassifier,
+    answered: bool,
+    /// Set when the call is recorded as gRPC: judged by `grpc-status`, measured in
+    /// `rpc.client.call.duration`.
+    grpc: Option<GrpcCall>,
 }
 
 impl fmt::Debug for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Attempt")
             .field("span_context", self.cx.span().span_context())
-            .field("start", &self.start)
+            .field("answered", &self.answered)
             .finish_non_exhaustive()
     }
 }
 
 impl Attempt {
     /// Starts the CLIENT span of one attempt as a child of `parent`.
-    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     pub(crate) fn start(
         instruments: &Instruments,
         parent: &Context,
@@ -241,24 +233,24 @@ impl Attempt {
             }
             None => Cow::Borrowed(known.unwrap_or("HTTP")),
         };
+        let duration = match &grpc {
+            Some(_) => &instruments.rpc_duration,
+            None => &instruments.duration,
+        };
         let builder = instruments
             .tracer
             .span_builder(name)
             .with_kind(SpanKind::Client)
             .with_attributes(span_attributes);
         let span = instruments.tracer.build_with_context(builder, parent);
+        let cx = parent.with_span(span);
+        let op = Operation::new(cx.clone(), Timed::new(duration.clone(), metric_attributes));
         Attempt {
-            cx: parent.with_span(span),
-            start: Instant::now(),
-            duration: instruments.duration.clone(),
-            metric_attributes,
+            cx,
+            op: Some(op),
             classifier: instruments.classifier.clone(),
-            grpc: grpc.map(|call| Grpc {
-                call,
-                duration: instruments.rpc_duration.clone(),
-                ending: Ending::Dropped,
-                error: None,
-            }),
+            answered: false,
+            grpc,
         }
     }
 
@@ -268,108 +260,98 @@ impl Attempt {
     }
 
     /// Records the response head.
-    pub(crate) fn on_response(&mut self, status: StatusCode, version: Version) {
-        let code = status.as_u16();
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
-        if self.grpc.is_some() {
+    pub(crate) fn on_response(
+        &mut self,
+        status: StatusCode,
+        version: Version,
+        headers: &HeaderMap,
+    ) {
+        self.answered = true;
+        let Some(op) = self.op.as_mut() else { return };
+        let code = i64::from(status.as_u16());
+        op.set_attribute(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, code));
+        if let Some(call) = &mut self.grpc {
             // Judged by `grpc-status` when the call ends.
             if let Some(v) = protocol_version(version) {
-                span.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
+                op.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
             }
+            call.on_response_head(status, headers);
             return;
         }
-        self.metric_attributes
-            .push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
+        op.measure_mut()
+            .push(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, code));
         if let Some(v) = protocol_version(version) {
-            span.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
-            self.metric_attributes
+            op.set_attribute(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
+            op.measure_mut()
                 .push(KeyValue::new(NETWORK_PROTOCOL_VERSION, v));
         }
-        if self.is_http_failure(status) {
-            let error_type = status_text(code);
-            span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-            self.metric_attributes
-                .push(KeyValue::new(ERROR_TYPE, error_type));
-            span.set_status(Status::error(""));
+        if let Some(failure) = self.classifier.http_failure(status, Side::Client) {
+            op.fail(failure);
         }
     }
 
-    fn is_http_failure(&self, status: StatusCode) -> bool {
-        self.classifier.is_http_failure(status, Side::Client)
-    }
-
-    /// Reads a gRPC response head: the status of a trailers-only response, or the HTTP status
-    /// of a response that brings none.
-    pub(crate) fn on_grpc_head(&mut self, status: StatusCode, headers: &HeaderMap) {
-        if let Some(grpc) = &mut self.grpc {
-            grpc.call.on_response_head(status, headers);
-        }
-    }
-
-    /// Reads the response trailers (`grpc-status`); the call is complete.
+    /// Records the trailers at the end of the response body.
     pub(crate) fn on_trailers(&mut self, trailers: &HeaderMap) {
-        if let Some(grpc) = &mut self.grpc {
-            grpc.call.on_trailers(trailers);
-        }
-        self.complete();
-    }
-
-    /// The response was read to its end.
-    pub(crate) fn complete(&mut self) {
-        if let Some(grpc) = &mut self.grpc
-            && grpc.ending == Ending::Dropped
-        {
-            grpc.ending = Ending::Complete;
+        if let Some(call) = &mut self.grpc {
+            call.on_trailers(trailers);
         }
     }
 
-    /// Records a failure (no response, or a failed response body): `error.type` and status
-    /// Error with the error's message.
-    pub(crate) fn on_error(&mut self, error_type: &'static str, message: &dyn fmt::Display) {
-        if let Some(grpc) = &mut self.grpc {
-            // Recorded when the call ends, unless a status arrived first.
-            grpc.ending = Ending::Failed;
-            grpc.error.get_or_insert_with(|| LayerError {
-                error_type: Cow::Borrowed(error_type),
-                message: Some(message.to_string()),
-            });
-            return;
+    /// Records a failure (no response, or a failed response body) and ends the attempt.
+    pub(crate) fn fail(mut self, error_type: &'static str, message: &dyn fmt::Display) {
+        if let Some(mut op) = self.op.take() {
+            op.fail(Failure::exception(error_type, message.to_string()));
+            self.settle(op, Ending::Failed);
         }
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(ERROR_TYPE, error_type));
-        span.set_status(Status::error(message.to_string()));
-        if !self
-            .metric_attributes
-            .iter()
-            .any(|kv| kv.key.as_str() == ERROR_TYPE)
-        {
-            self.metric_attributes
-                .push(KeyValue::new(ERROR_TYPE, error_type));
+    }
+
+    /// Ends the attempt (the body was read to its end).
+    pub(crate) fn end(mut self) {
+        if let Some(op) = self.op.take() {
+            self.settle(op, Ending::Complete);
         }
+    }
+
+    /// Ends the operation; a gRPC call first takes its status, names and failure from what
+    /// the response brought.
+    fn settle(&mut self, mut op: Operation<Timed>, ending: Ending) {
+        if let Some(call) = &mut self.grpc {
+            let layer_failed = op.failure().is_some();
+            let mut attributes = Vec::with_capacity(7);
+            let span = self.cx.span();
+            let failure = call.end(
+                &*self.classifier.0,
+                ending,
+                layer_failed,
+                &span,
+                &mut attributes,
+            );
+            for attribute in attributes {
+                op.measure_mut().push(attribute);
+            }
+            if let Some(failure) = failure {
+                op.fail(failure);
+            }
+        }
+        op.end();
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        if let Some(grpc) = &mut self.grpc {
-            // gRPC: judged by `grpc-status`, measured in `rpc.client.call.duration`.
-            let span = self.cx.span();
-            grpc.call.end(
-                &*self.classifier,
-                grpc.ending,
-                grpc.error.take(),
-                &span,
-                &mut self.metric_attributes,
-            );
-            span.end();
-            grpc.duration
-                .record(self.start.elapsed().as_secs_f64(), &self.metric_attributes);
+        if std::thread::panicking() {
             return;
         }
-        self.cx.span().end();
-        self.duration
-            .record(self.start.elapsed().as_secs_f64(), &self.metric_attributes);
+        if let Some(op) = self.op.take() {
+            if self.grpc.is_some() {
+                // Dropped before its end: `CANCELLED`, unless a status already arrived.
+                self.settle(op, Ending::Dropped);
+            } else if self.answered {
+                op.end();
+            } else {
+                drop(op);
+            }
+        }
     }
 }
 

@@ -58,13 +58,13 @@ where
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
-                if let Some(mut attempt) = this.attempt.take() {
-                    attempt.complete();
+                if let Some(attempt) = this.attempt.take() {
+                    attempt.end();
                 }
             }
             Poll::Ready(Some(Err(error))) => {
-                if let Some(mut attempt) = this.attempt.take() {
-                    attempt.on_error(error_type_of::<B::Error>(), error);
+                if let Some(attempt) = this.attempt.take() {
+                    attempt.fail(error_type_of::<B::Error>(), error);
                 }
             }
             Poll::Ready(Some(Ok(frame))) => {
@@ -72,11 +72,12 @@ where
                     // The last frame: a gRPC call ends with its trailers.
                     if let Some(mut attempt) = this.attempt.take() {
                         attempt.on_trailers(trailers);
+                        attempt.end();
                     }
                 } else if this.inner.is_end_stream()
-                    && let Some(mut attempt) = this.attempt.take()
+                    && let Some(attempt) = this.attempt.take()
                 {
-                    attempt.complete();
+                    attempt.end();
                 }
             }
             Poll::Pending => {}

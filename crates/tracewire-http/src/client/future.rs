@@ -57,14 +57,13 @@ where
             Ok(response) => {
                 let mut attempt = attempt;
                 if let Some(attempt) = &mut attempt {
-                    attempt.on_response(response.status(), response.version());
-                    attempt.on_grpc_head(response.status(), response.headers());
+                    attempt.on_response(response.status(), response.version(), response.headers());
                 }
                 Ok(response.map(|body| ResponseBody::new(body, attempt)))
             }
             Err(error) => {
-                if let Some(mut attempt) = attempt {
-                    attempt.on_error(error_type_of::<E>(), &error);
+                if let Some(attempt) = attempt {
+                    attempt.fail(error_type_of::<E>(), &error);
                 }
                 Err(error)
             }

@@ -1,11 +1,8 @@
-use std::sync::Arc;
-
 use tower::Layer;
-
-use crate::classify::{Classify, GrpcClassifier};
 
 use super::attempt::Instruments;
 use super::service::Client;
+use crate::classify::{Classify, GrpcClassifier, SharedClassifier};
 
 /// A tower [`Layer`] that instruments every request sent through the HTTP client it wraps.
 /// See the [module documentation](super) for what it records and how to compose it with
@@ -42,7 +39,7 @@ impl ClientLayer {
     /// Chooses how requests are recorded and judged (see [`crate::classify`]); the
     /// [`DefaultClassifier`](crate::classify::DefaultClassifier) by default.
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
-        self.instruments.classifier = Arc::new(classifier);
+        self.instruments.classifier = SharedClassifier(std::sync::Arc::new(classifier));
         self
     }
 }

@@ -9,8 +9,8 @@ use super::ResendCounter;
 use super::attempt::{Attempt, Instruments, Target};
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
+
 use crate::classify::{GrpcCall, Protocol, Side};
-use crate::propagation::HeaderInjector;
 
 /// gRPC calls carry the request id of the call being served (if any) in `x-request-id`
 /// metadata, unless the caller set one.
@@ -102,10 +102,7 @@ where
             let target = Target::from_parts(request.method(), request.uri(), request.headers());
             Attempt::start_call(&self.instruments, parent, target, resend_count, grpc)
         });
-        tracewire_core::propagation::inject(
-            attempt.context(),
-            &mut HeaderInjector(request.headers_mut()),
-        );
+        crate::propagation::inject_headers(attempt.context(), request.headers_mut());
         let future = {
             let _guard = attempt.context().clone().attach();
             self.inner.call(request)

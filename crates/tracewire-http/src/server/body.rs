@@ -4,9 +4,9 @@ use std::task::{Context as TaskContext, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tracewire_core::error::short_type_name;
+use tracewire_core::operation::Failure;
 
-use super::future::Finisher;
+use super::finish::Exchange;
 
 pin_project! {
     /// Response body of an instrumented request. The request's span and duration end when
@@ -14,7 +14,7 @@ pin_project! {
     pub struct ServerBody<B> {
         #[pin]
         inner: B,
-        finisher: Option<Finisher>,
+        exchange: Option<Exchange>,
     }
 }
 
@@ -25,8 +25,8 @@ impl<B> fmt::Debug for ServerBody<B> {
 }
 
 impl<B> ServerBody<B> {
-    pub(crate) fn new(inner: B, finisher: Option<Finisher>) -> Self {
-        Self { inner, finisher }
+    pub(crate) fn new(inner: B, exchange: Option<Exchange>) -> Self {
+        Self { inner, exchange }
     }
 }
 
@@ -44,27 +44,27 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         // Streaming bodies produce their data here: keep the request's context attached.
-        let _attached = this.finisher.as_ref().map(|f| f.cx.clone().attach());
+        let _attached = this.exchange.as_ref().map(|e| e.context().clone().attach());
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             None => {
-                if let Some(mut f) = this.finisher.take() {
-                    f.finish();
+                if let Some(e) = this.exchange.take() {
+                    e.end();
                 }
             }
             Some(Err(error)) => {
-                if let Some(mut f) = this.finisher.take() {
-                    f.fail(short_type_name::<B::Error>(), error);
-                    f.finish();
+                if let Some(mut e) = this.exchange.take() {
+                    e.fail(Failure::from_error(error));
+                    e.end();
                 }
             }
             Some(Ok(frame)) => {
                 // Trailers are the last frame: a gRPC call ends with them.
                 if let Some(trailers) = frame.trailers_ref()
-                    && let Some(mut f) = this.finisher.take()
+                    && let Some(mut e) = this.exchange.take()
                 {
-                    f.on_trailers(trailers);
-                    f.finish();
+                    e.on_trailers(trailers);
+                    e.end();
                 }
             }
         }

@@ -45,9 +45,11 @@
 //! ```
 
 mod body;
+mod finish;
 mod future;
 mod layer;
 mod service;
+mod telemetry;
 
 pub use body::ServerBody;
 pub use future::ResponseFuture;

@@ -11,22 +11,34 @@ use tracewire_core::RequestId;
 use tracewire_core::attributes as attr;
 use tracewire_core::redact::redact_query;
 
-use super::future::{Finisher, ResponseFuture};
-use super::layer::ServerLayer;
+use std::sync::Arc;
+
+use tracewire_core::operation::Operation;
+
+use super::body::ServerBody;
+use super::finish::{Exchange, RequestMeasure};
+use super::future::ResponseFuture;
+use super::telemetry::{Config, Instruments, scheme};
 use crate::classify::{GrpcCall, Protocol, Side};
 use crate::propagation::{CARRIER, HeaderExtractor};
 use crate::semconv::{OTHER_METHOD, method_index, method_value, protocol_version};
 
-/// The service produced by [`ServerLayer`]: instruments every request to `S`.
+/// The service produced by [`ServerLayer`](super::ServerLayer): instruments every request
+/// to `S`.
 #[derive(Debug, Clone)]
 pub struct Server<S> {
     inner: S,
-    layer: ServerLayer,
+    config: Arc<Config>,
+    instruments: Arc<Instruments>,
 }
 
 impl<S> Server<S> {
-    pub(crate) fn new(inner: S, layer: ServerLayer) -> Self {
-        Self { inner, layer }
+    pub(crate) fn new(inner: S, config: Arc<Config>, instruments: Arc<Instruments>) -> Self {
+        Self {
+            inner,
+            config,
+            instruments,
+        }
     }
 
     /// The wrapped service.
@@ -50,7 +62,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: fmt::Display + 'static,
 {
-    type Response = Response<super::ServerBody<ResBody>>;
+    type Response = Response<ServerBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -60,8 +72,8 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let start = Instant::now();
-        let shared = &self.layer.shared;
-        let config = &self.layer.config;
+        let shared = &self.instruments;
+        let config = &self.config;
 
         let parent = tracewire_core::propagation::extract(&HeaderExtractor(req.headers()), CARRIER);
 
@@ -71,7 +83,7 @@ where
             Some(scheme) => scheme == "https",
             None => config.https,
         };
-        let scheme = super::layer::scheme(https);
+        let scheme = scheme(https);
         let grpc = match config
             .classifier
             .protocol(req.method(), req.uri(), req.headers())
@@ -115,27 +127,25 @@ where
         let path = config
             .access_log
             .then(|| Box::<str>::from(req.uri().path()));
-        let finisher = Finisher {
-            layer: self.layer.clone(),
-            cx,
-            start,
+        let measure = RequestMeasure {
+            instruments: self.instruments.clone(),
+            config: self.config.clone(),
             method,
             method_idx,
             https,
             route,
             path,
-            request_id,
-            grpc,
             status: None,
-            error: None,
-            error_message: None,
-            done: false,
+            grpc,
+            grpc_attributes: Vec::new(),
         };
+        let op = Operation::started_at(cx.clone(), measure, start);
+        let exchange = Exchange::new(op, cx, request_id);
         let future = {
-            let _attached = finisher.cx.clone().attach();
+            let _attached = exchange.context().clone().attach();
             self.inner.call(req)
         };
-        ResponseFuture::new(future, finisher)
+        ResponseFuture::new(future, exchange)
     }
 }
 
@@ -194,7 +204,7 @@ fn server_address<B>(req: &Request<B>) -> Option<(&str, Option<u16>)> {
 fn record_request<B>(
     span: &mut opentelemetry::global::BoxedSpan,
     req: &Request<B>,
-    config: &super::layer::Config,
+    config: &Config,
     method_idx: usize,
     request_id: &RequestId,
 ) {

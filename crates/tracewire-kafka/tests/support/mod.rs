@@ -10,12 +10,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry::{KeyValue, Value, global};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -50,10 +48,8 @@ pub fn install() -> Telemetry {
         .build();
     global::set_meter_provider(meter_provider.clone());
 
-    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ]));
+    // What `tracewire::init()` installs by default.
+    global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
 
     let logs = LogBuffer::default();
     let subscriber = tracing_subscriber::registry()

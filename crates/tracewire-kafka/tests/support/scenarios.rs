@@ -11,7 +11,9 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracewire_core::messaging::ParentMode;
-use tracewire_kafka::{Handled, RetryTopics, TracedConsumer, TracedMessage, TracedProducer};
+use tracewire_kafka::{
+    Handled, RetryPolicy, RetryTopics, TracedConsumer, TracedMessage, TracedProducer,
+};
 
 use super::*;
 
@@ -163,7 +165,7 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     );
     let consumed = [
         ("messaging.system", "kafka"),
-        ("messaging.operation.name", "receive"),
+        ("messaging.operation.name", "poll"),
         dest[0],
         ("messaging.consumer.group.name", group.as_str()),
     ];
@@ -478,7 +480,14 @@ pub async fn retry_topic_keeps_one_trace(broker: &Broker) {
         broker.create_topic(t, 1).await;
     }
     let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-    let retry = RetryTopics::new(producer.clone(), &retry_topic, &dlt).with_max_attempts(3);
+    let retry = RetryTopics::new(
+        producer.clone(),
+        &retry_topic,
+        RetryPolicy::new()
+            .max_attempts(3)
+            .backoff(Duration::from_millis(50), Duration::from_millis(100))
+            .dead_letter(&dlt),
+    );
     let request = root("checkout");
     within(
         30,
@@ -624,7 +633,14 @@ pub async fn dead_letter_after_max_attempts(broker: &Broker) {
         broker.create_topic(t, 1).await;
     }
     let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-    let retry = RetryTopics::new(producer.clone(), &retry_topic, &dlt).with_max_attempts(2);
+    let retry = RetryTopics::new(
+        producer.clone(),
+        &retry_topic,
+        RetryPolicy::new()
+            .max_attempts(2)
+            .backoff(Duration::from_millis(50), Duration::from_millis(100))
+            .dead_letter(&dlt),
+    );
     let request = root("signup");
     within(
         30,

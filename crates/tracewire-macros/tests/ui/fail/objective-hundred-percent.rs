@@ -1,0 +1,3 @@
+tracewire_macros::objective!(name = "perfect", http_route = "/orders", availability = 100%);
+
+fn main() {}

@@ -1,0 +1,3 @@
+tracewire_macros::objective!(name = "nothing", http_route = "/orders");
+
+fn main() {}

@@ -1,0 +1,3 @@
+tracewire_macros::objective!(name = "route", http_route = "orders", availability = 99%);
+
+fn main() {}
