@@ -593,6 +593,9 @@ mod tests {
         );
         assert_eq!(raw.matches("\"service.name\":\"svc\"").count(), 1);
         assert!(raw.contains("\"field.service.name\":\"user\""));
+    }
+
+    #[test]
     fn a_storm_is_cut_to_the_budget_with_one_summary_per_callsite() {
         let buf = Buf::default();
         let writer = buf.clone();

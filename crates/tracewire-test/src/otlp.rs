@@ -226,13 +226,21 @@ impl OtlpReceiver {
     /// `localhost` issued by a CA made for this receiver ([`OtlpReceiver::ca_file`]); the
     /// endpoints are `https://`. Clients need not present a certificate.
     pub async fn start_tls() -> Self {
-        Self::start_with(Some(crate::tls::TestCertificates::generate(false)), Duration::ZERO).await
+        Self::start_with(
+            Some(crate::tls::TestCertificates::generate(false)),
+            Duration::ZERO,
+        )
+        .await
     }
 
     /// Like [`OtlpReceiver::start_tls`], and clients must present a certificate issued by the
     /// same CA ([`OtlpReceiver::client_cert_file`], [`OtlpReceiver::client_key_file`]).
     pub async fn start_mutual_tls() -> Self {
-        Self::start_with(Some(crate::tls::TestCertificates::generate(true)), Duration::ZERO).await
+        Self::start_with(
+            Some(crate::tls::TestCertificates::generate(true)),
+            Duration::ZERO,
+        )
+        .await
     }
 
     /// Starts a slow receiver: it answers every export request `delay` after receiving it

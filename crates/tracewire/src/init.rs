@@ -569,9 +569,15 @@ impl Builder {
         }
 
         match (self.propagator, env_propagators) {
-            (Some(p), _) => global::set_text_map_propagator(TextMapCompositePropagator::new(vec![p])),
-            (None, Some(list)) => global::set_text_map_propagator(TextMapCompositePropagator::new(list)),
-            (None, None) => global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new()),
+            (Some(p), _) => {
+                global::set_text_map_propagator(TextMapCompositePropagator::new(vec![p]))
+            }
+            (None, Some(list)) => {
+                global::set_text_map_propagator(TextMapCompositePropagator::new(list))
+            }
+            (None, None) => {
+                global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new())
+            }
         }
         global::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());

@@ -37,14 +37,14 @@
 //! - `full`: all of the above.
 
 pub mod config;
-mod exporter;
 mod dropped;
+mod exporter;
 mod init;
 mod metrics_service;
 pub mod ops;
 mod resource;
-mod view;
 pub mod sampling;
+mod view;
 
 pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
 pub use metrics_service::MetricsService;
@@ -55,8 +55,6 @@ pub mod trace_view {
 }
 mod shutdown;
 
-pub use init::{Builder, InitError, OtlpProtocol, Telemetry, builder, init};
-pub use metrics_service::MetricsService;
 pub use shutdown::{ShutdownError, ShutdownReport};
 
 pub use tracewire_core::RequestId;

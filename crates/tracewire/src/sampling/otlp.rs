@@ -7,8 +7,6 @@
 //! it with the same blocking client the exporter would have used. Everything else
 //! (endpoint, headers, retries, timeouts) stays the exporter's.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
@@ -120,4 +118,3 @@ pub(crate) fn add(export: &mut ExportMetricsServiceRequest) -> usize {
     }
     added
 }
-
