@@ -184,7 +184,8 @@ impl ObjectiveArgs {
             }
             "window" => {
                 let window = value(input, parse_duration)?;
-                if window.nanos < 86_400_000_000_000 || window.nanos % 1_000_000_000 != 0 {
+                if window.nanos < 86_400_000_000_000 || !window.nanos.is_multiple_of(1_000_000_000)
+                {
                     return Err(syn::Error::new(
                         window.span,
                         "the window must be whole seconds and at least a day (`30d`, `28d`, `7d`)",
@@ -441,7 +442,7 @@ fn parse_duration(input: ParseStream<'_>) -> syn::Result<DurationArg> {
     // Exact: digits with up to nine decimals, times the unit, must be whole nanoseconds.
     let nanos = scaled(&digits, 9)
         .and_then(|v| v.checked_mul(unit))
-        .filter(|v| v % 1_000_000_000 == 0)
+        .filter(|v| v.is_multiple_of(1_000_000_000))
         .map(|v| v / 1_000_000_000)
         .filter(|v| *v <= u128::from(u64::MAX));
     match nanos {

@@ -22,7 +22,7 @@ pub(crate) fn le_value(bound: f64) -> String {
 pub(crate) fn prom_duration(d: Duration) -> String {
     let secs = d.as_secs();
     for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= len && secs % len == 0 {
+        if secs >= len && secs.is_multiple_of(len) {
             return format!("{}{unit}", secs / len);
         }
     }
@@ -44,7 +44,7 @@ pub(crate) fn human_duration(d: Duration) -> String {
         ("hour", "hours", 3600),
         ("minute", "minutes", 60),
     ] {
-        if secs >= len && secs % len == 0 {
+        if secs >= len && secs.is_multiple_of(len) {
             let n = secs / len;
             return format!("{n} {}", if n == 1 { one } else { many });
         }

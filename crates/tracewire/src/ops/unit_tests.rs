@@ -216,7 +216,8 @@ fn series(sli: &Sli, base: &[(String, String)], per_minute: (f64, f64)) -> Vec<(
     };
     let h = sli.histogram();
     let count = format!("{h}_count");
-    let (ok_extra, bad_extra): (Vec<(&str, &str)>, Vec<(&str, &str)>) = if http {
+    type Labels<'a> = Vec<(&'a str, &'a str)>;
+    let (ok_extra, bad_extra): (Labels<'_>, Labels<'_>) = if http {
         (
             vec![("http_response_status_code", "200")],
             vec![("error_type", "500"), ("http_response_status_code", "500")],
