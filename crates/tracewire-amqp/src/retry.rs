@@ -67,10 +67,15 @@ pub enum RetryError {
 /// delivery
 ///     .process(|d| async move {
 ///         let err = std::io::Error::other("payment service unavailable");
-///         match retry.republish(&channel, &d).await {
-///             // a delayed retry, or the dead-letter queue after the last attempt
-///             Ok(confirm) if confirm.await.is_ok() => Outcome::retried().failed(&err),
-///             _ => Outcome::nack().failed(&err), // dead-lettered where configured
+///         // a delayed retry, or the dead-letter queue after the last attempt
+///         let republished = match retry.republish(&channel, &d).await {
+///             Ok(confirm) => confirm.await.is_ok(),
+///             Err(_) => false,
+///         };
+///         if republished {
+///             Outcome::retried().failed(&err)
+///         } else {
+///             Outcome::nack().failed(&err) // dead-lettered where configured
 ///         }
 ///     })
 ///     .await?;
