@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::Service;
-use common::{PARENT_ID, TRACE_ID, TRACEPARENT, get};
+use common::{PARENT_ID, TRACE_ID, TRACEPARENT, get, wait_for_dropped};
 use tracewire_test::{OtlpReceiver, ReceivedLog, ReceivedRequest, ReceivedSpan};
 
 fn quickstart(env: &[(&str, &str)]) -> Service {
@@ -228,25 +228,8 @@ async fn https_without_the_client_certificate_delivers_nothing() {
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
     ]);
     assert_eq!(get(&app.url("/users/7"), &[]).await.status, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let failed = loop {
-        let metrics = get(&app.url("/metrics"), &[]).await.body;
-        let failed: f64 = metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("tracewire_telemetry_dropped_total")
-                    && l.contains("signal=\"spans\"")
-                    && l.contains("reason=\"export_failed\"")
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        if failed > 0.0 || Instant::now() > deadline {
-            break failed;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(failed >= 1.0, "no failed export counted");
+    let failed = wait_for_dropped(&app.url("/metrics"), "spans", "export_failed").await;
+    assert!(failed >= 1, "no failed export counted");
     assert!(receiver.requests().is_empty(), "{:?}", receiver.requests());
     let status = app.terminate();
     assert!(status.success(), "quickstart exited with {status}");

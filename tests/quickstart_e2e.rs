@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::Service;
-use common::{PARENT_ID, TRACE_ID, TRACEPARENT, get, trace_id_of};
+use common::{PARENT_ID, TRACE_ID, TRACEPARENT, get, trace_id_of, wait_for_dropped};
 use serde_json::Value;
 use tracewire_test::OtlpReceiver;
 
@@ -213,25 +213,8 @@ async fn a_collector_that_is_down_neither_slows_nor_breaks_the_service() {
         assert_eq!(answer.status, 200);
     }
     // The spans that could not be delivered are dropped and counted, visible in /metrics.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let failed = loop {
-        let metrics = get(&app.url("/metrics"), &[]).await.body;
-        let failed: f64 = metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("tracewire_telemetry_dropped_total")
-                    && l.contains("reason=\"export_failed\"")
-                    && l.contains("signal=\"spans\"")
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        if failed > 0.0 || Instant::now() > deadline {
-            break failed;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(failed >= 1.0, "no failed export counted");
+    let failed = wait_for_dropped(&app.url("/metrics"), "spans", "export_failed").await;
+    assert!(failed >= 1, "no failed export counted");
     let status = app.terminate();
     assert!(status.success(), "quickstart exited with {status}");
 }

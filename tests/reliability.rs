@@ -42,20 +42,6 @@ fn end_spans(n: usize) {
     }
 }
 
-/// The value of `tracewire_telemetry_dropped_total{signal, reason}` on `/metrics`.
-fn scraped(metrics: &str, signal: &str, reason: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("tracewire_telemetry_dropped_total{")
-                && l.contains(&format!("signal=\"{signal}\""))
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn span_drops() -> [u64; 3] {
     [
         count(Signal::Spans, Reason::QueueFull),
@@ -86,7 +72,7 @@ async fn a_black_hole_collector_takes_nothing_and_every_span_is_counted() {
         telemetry.queued_spans()
     );
     let metrics = telemetry.metrics_service().render();
-    let queue_full = scraped(&metrics, "spans", "queue_full");
+    let queue_full = common::dropped_total(&metrics, "spans", "queue_full");
     assert_eq!(queue_full, count(Signal::Spans, Reason::QueueFull));
     assert!(queue_full >= (N - 2 * 256) as u64, "{metrics}");
 
@@ -139,10 +125,13 @@ async fn a_closed_port_over_grpc_fails_exports_and_they_are_counted() {
     }
     let metrics = telemetry.metrics_service().render();
     assert!(
-        scraped(&metrics, "metrics", "export_failed") > 0,
+        common::dropped_total(&metrics, "metrics", "export_failed") > 0,
         "{metrics}"
     );
-    assert!(scraped(&metrics, "spans", "export_failed") > 0, "{metrics}");
+    assert!(
+        common::dropped_total(&metrics, "spans", "export_failed") > 0,
+        "{metrics}"
+    );
 
     let _ = telemetry.shutdown();
     let [queue_full, export_failed, shutdown] = span_drops();

@@ -66,3 +66,33 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 pub fn trace_id_of(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).unwrap_or("")
 }
+
+/// The value of `tracewire_telemetry_dropped_total{signal, reason}` in a `/metrics` answer, 0
+/// when the series is not there (yet).
+pub fn dropped_total(metrics: &str, signal: &str, reason: &str) -> u64 {
+    let signal = format!("signal=\"{signal}\"");
+    let reason = format!("reason=\"{reason}\"");
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("tracewire_telemetry_dropped_total{")
+                && l.contains(&signal)
+                && l.contains(&reason)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads the `/metrics` page at `url` until `tracewire_telemetry_dropped_total{signal, reason}`
+/// is above zero or 20 seconds have passed, and returns the last value read.
+pub async fn wait_for_dropped(url: &str, signal: &str, reason: &str) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let dropped = dropped_total(&get(url, &[]).await.body, signal, reason);
+        if dropped > 0 || std::time::Instant::now() > deadline {
+            return dropped;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -211,35 +211,9 @@ mod tests {
     use super::*;
     use lapin::types::ByteArray;
 
-    /// A full context (`traceparent`, `tracestate`, two baggage entries) written and read
-    /// back through tracewire's codec, straight from its buffers.
-    fn full_context() -> opentelemetry::Context {
-        use opentelemetry::baggage::BaggageExt;
-        use opentelemetry::trace::{
-            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-        };
-        let state =
-            TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
-                .unwrap();
-        let sc = SpanContext::new(
-            TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
-            SpanId::from(0x00f067aa0ba902b7),
-            TraceFlags::SAMPLED,
-            true,
-            state,
-        );
-        opentelemetry::Context::new()
-            .with_remote_span_context(sc)
-            .with_baggage([
-                opentelemetry::KeyValue::new("tenant", "acme corp"),
-                opentelemetry::KeyValue::new("tier", "gold"),
-            ])
-    }
-
     #[test]
     fn full_context_round_trips_through_the_codec() {
-        use opentelemetry::baggage::BaggageExt;
-        use opentelemetry::trace::TraceContextExt;
+        use tracewire_test::{FULL_TRACEPARENT, assert_full_context, full_context};
         global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
         let mut table = FieldTable::default();
         table.insert("traceparent".into(), AMQPValue::LongString("stale".into()));
@@ -247,25 +221,10 @@ mod tests {
         inject(&full_context(), &mut table);
         assert_eq!(
             table.inner().get("traceparent"),
-            Some(&AMQPValue::LongString(
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()
-            ))
+            Some(&AMQPValue::LongString(FULL_TRACEPARENT.into()))
         );
         assert_eq!(table.inner().get("app"), Some(&AMQPValue::LongInt(7)));
-        let cx = extract(Some(&table));
-        assert_eq!(
-            cx.span().span_context().trace_id().to_string(),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        assert_eq!(
-            cx.span().span_context().trace_state().get("rojo"),
-            Some("00f067aa0ba902b7")
-        );
-        assert_eq!(
-            cx.baggage().get("tenant").map(|v| v.as_str()),
-            Some("acme corp")
-        );
-        assert_eq!(cx.baggage().len(), 2);
+        assert_full_context(&extract(Some(&table)));
     }
 
     #[test]

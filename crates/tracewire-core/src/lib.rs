@@ -32,6 +32,8 @@ pub mod propagation;
 pub mod propagators;
 pub mod redact;
 pub mod retry;
+#[cfg(feature = "signal")]
+pub mod signal;
 pub mod text;
 pub mod traced;
 pub mod w3c;

@@ -120,62 +120,19 @@ pub fn extract_headers(headers: &HeaderMap) -> Context {
 mod tests {
     use super::*;
 
-    /// A full context (`traceparent`, `tracestate`, two baggage entries) written and read
-    /// back through tracewire's codec, straight from its buffers.
-    fn full_context() -> opentelemetry::Context {
-        use opentelemetry::baggage::BaggageExt;
-        use opentelemetry::trace::{
-            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-        };
-        let state =
-            TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
-                .unwrap();
-        let sc = SpanContext::new(
-            TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
-            SpanId::from(0x00f067aa0ba902b7),
-            TraceFlags::SAMPLED,
-            true,
-            state,
-        );
-        opentelemetry::Context::new()
-            .with_remote_span_context(sc)
-            .with_baggage([
-                opentelemetry::KeyValue::new("tenant", "acme corp"),
-                opentelemetry::KeyValue::new("tier", "gold"),
-            ])
-    }
-
     #[test]
     fn full_context_round_trips_through_the_codec() {
-        use opentelemetry::baggage::BaggageExt;
-        use opentelemetry::trace::TraceContextExt;
+        use tracewire_test::{
+            FULL_TRACEPARENT, FULL_TRACESTATE, assert_full_context, full_context,
+        };
         opentelemetry::global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static("stale"));
         inject_headers(&full_context(), &mut headers);
         assert_eq!(headers.get_all("traceparent").iter().count(), 1);
-        assert_eq!(
-            headers["traceparent"],
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        );
-        assert_eq!(
-            headers["tracestate"],
-            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
-        );
-        let cx = extract_headers(&headers);
-        assert_eq!(
-            cx.span().span_context().trace_id().to_string(),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        assert_eq!(
-            cx.span().span_context().trace_state().get("congo"),
-            Some("t61rcWkgMzE")
-        );
-        assert_eq!(
-            cx.baggage().get("tenant").map(|v| v.as_str()),
-            Some("acme corp")
-        );
-        assert_eq!(cx.baggage().get("tier").map(|v| v.as_str()), Some("gold"));
+        assert_eq!(headers["traceparent"], FULL_TRACEPARENT);
+        assert_eq!(headers["tracestate"], FULL_TRACESTATE);
+        assert_full_context(&extract_headers(&headers));
     }
 
     #[test]

@@ -397,51 +397,16 @@ mod tests {
         cx.span().span_context().trace_id().to_string()
     }
 
-    /// A full context (`traceparent`, `tracestate`, two baggage entries) written and read
-    /// back through tracewire's codec, straight from its buffers.
-    fn full_context() -> opentelemetry::Context {
-        use opentelemetry::baggage::BaggageExt;
-        use opentelemetry::trace::{
-            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-        };
-        let state =
-            TraceState::from_key_value([("rojo", "00f067aa0ba902b7"), ("congo", "t61rcWkgMzE")])
-                .unwrap();
-        let sc = SpanContext::new(
-            TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
-            SpanId::from(0x00f067aa0ba902b7),
-            TraceFlags::SAMPLED,
-            true,
-            state,
-        );
-        opentelemetry::Context::new()
-            .with_remote_span_context(sc)
-            .with_baggage([
-                opentelemetry::KeyValue::new("tenant", "acme corp"),
-                opentelemetry::KeyValue::new("tier", "gold"),
-            ])
-    }
-
     #[test]
     fn full_context_round_trips_through_the_codec() {
-        use opentelemetry::baggage::BaggageExt;
+        use tracewire_test::{FULL_TRACEPARENT, assert_full_context, full_context};
         global::set_text_map_propagator(W3cPropagator::new());
         let stale = headers(&[("app", Some(b"1")), ("traceparent", Some(TP2.as_bytes()))]);
         let out = inject_headers(&full_context(), Some(&stale));
         let keys: Vec<&str> = out.iter().map(|h| h.key).collect();
         assert_eq!(keys, ["app", "traceparent", "tracestate", "baggage"]);
-        assert_eq!(out.get(1).value, Some(TP.as_bytes()));
-        let cx = extract_context(Some(&out));
-        assert_eq!(trace_id(&cx), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(
-            cx.span().span_context().trace_state().get("congo"),
-            Some("t61rcWkgMzE")
-        );
-        assert_eq!(
-            cx.baggage().get("tenant").map(|v| v.as_str()),
-            Some("acme corp")
-        );
-        assert_eq!(cx.baggage().len(), 2);
+        assert_eq!(out.get(1).value, Some(FULL_TRACEPARENT.as_bytes()));
+        assert_full_context(&extract_context(Some(&out)));
     }
 
     #[test]

@@ -9,16 +9,20 @@
 //!   how each request arrived: headers, gzip, TLS), to check what goes over the wire.
 //! - `Browser` (feature `browser`) drives headless Chromium over WebDriver, for pages.
 //! - [`SpanDataExt`] and [`MetricPoint`] make assertions short and readable.
+//! - [`full_context`] and [`assert_full_context`]: the context every carrier must write and
+//!   read back whole.
 
 #[cfg(feature = "browser")]
 mod browser;
 mod capture;
+mod context;
 mod otlp;
 mod tls;
 
 #[cfg(feature = "browser")]
 pub use browser::Browser;
 pub use capture::{Capture, MetricPoint, PointValue, SpanDataExt, trace_id_of};
+pub use context::{FULL_TRACEPARENT, FULL_TRACESTATE, assert_full_context, full_context};
 pub use otlp::{
     OtlpReceiver, ReceivedExemplar, ReceivedLog, ReceivedMetricPoint, ReceivedRequest, ReceivedSpan,
 };

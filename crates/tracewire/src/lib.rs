@@ -123,38 +123,7 @@ where
 /// # }
 /// ```
 pub async fn shutdown_signal() {
-    stop_signal().await;
-    // The first signal starts a graceful stop; a second one ends the process now.
-    tokio::spawn(async {
-        stop_signal().await;
-        eprintln!("second stop signal: exiting now");
-        std::process::exit(130);
-    });
-}
-
-/// One SIGINT or SIGTERM.
-async fn stop_signal() {
-    let interrupt = async {
-        // Without a signal handler there is nothing to wait for: never resolve.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
-    }
+    tracewire_core::signal::shutdown_signal().await;
 }
 
 #[cfg(feature = "http")]
