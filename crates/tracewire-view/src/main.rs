@@ -11,7 +11,7 @@
 //! `TRACEWIRE_VIEW_MAX_TRACES` (1000), `TRACEWIRE_VIEW_MAX_BYTES` (33554432). Port 0 picks a
 //! free port; the first line on standard output is JSON with the addresses bound.
 
-use tracewire_view::receiver::{Config, serve};
+use tracewire_view::receiver::{Config, serve, shutdown_signal};
 
 #[tokio::main]
 async fn main() {
@@ -41,6 +41,6 @@ async fn main() {
             "max_bytes": config.limits.max_bytes,
         })
     );
-    tracewire_core::signal::shutdown_signal().await;
+    shutdown_signal().await;
     drop(running);
 }

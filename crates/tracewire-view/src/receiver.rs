@@ -38,6 +38,9 @@ use crate::model::{Kind, LogRecord, SpanEvent, SpanLink, SpanRecord, StatusCode 
 use crate::service::ViewService;
 use crate::store::{Limits, Store};
 
+/// Resolves at the first SIGINT or SIGTERM; a second one exits the process at once.
+pub use tracewire_core::signal::shutdown_signal;
+
 /// Largest OTLP request accepted, decoded (gRPC) or as sent (HTTP).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
