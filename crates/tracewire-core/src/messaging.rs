@@ -18,7 +18,7 @@ use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::metric as semconv;
 
-use crate::operation::Timed;
+use crate::operation::{Failure, Operation, Timed};
 use crate::propagation::remote_span_context;
 
 /// Header carrying the attempt number of a message (`1` for the first delivery, absent on
@@ -234,4 +234,132 @@ where
         .with_links(links)
         .start_with_context(tracer, parent);
     parent.with_span(span)
+}
+
+/// How a consumed message is settled once its handler is done: the same outcomes, under the
+/// same names, for every broker. The value is recorded on the process span as
+/// `messaging.message.outcome` ([`as_str`](Self::as_str)).
+///
+/// A handler returns `Ok(())` (acknowledge), `Ok(outcome)` to choose, or `Err(error)`, which
+/// is settled as [`Outcome::Retry`]: through the consumer's retry policy — a delayed retry
+/// with an attempt limit, then the dead-letter destination — never an immediate redelivery.
+///
+/// | outcome | RabbitMQ | Kafka |
+/// |---|---|---|
+/// | `Ack` | `basic.ack` | offset committed (when the consumer commits) |
+/// | `Retry` | a copy to the retry queue (dead-letter queue once the attempts are used up), original acked | a copy to the retry topic (dead-letter topic once the attempts are used up), offset committed |
+/// | `DeadLetter` | a copy to the dead-letter queue, original acked | a copy to the dead-letter topic, offset committed |
+/// | `Reject` | `basic.reject` without requeue (the queue's own dead-letter exchange, if any) | offset committed, nothing republished |
+/// | `Requeue` | `basic.nack` with requeue: redelivered at once, without limit | offset not committed: consumed again after a restart or rebalance |
+/// | `Manual` | nothing: the handler settled it | nothing: the handler committed it |
+///
+/// `Retry` and `DeadLetter` on a consumer without a retry destination settle as `Reject`.
+///
+/// ```
+/// use tracewire_core::messaging::Outcome;
+/// assert_eq!(Outcome::from(()), Outcome::Ack);
+/// assert_eq!(Outcome::DeadLetter.as_str(), "dead_letter");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Done: acknowledge.
+    Ack,
+    /// Failed: retry as the consumer's retry policy says (delay, attempt limit, dead letter).
+    Retry,
+    /// Failed for good: to the dead-letter destination at once.
+    DeadLetter,
+    /// Drop it (dead-lettered by the broker where the queue is configured so).
+    Reject,
+    /// Give it back to the broker at once, without a delay or a limit. Prefer
+    /// [`Retry`](Self::Retry): a persistent failure requeued turns into a redelivery loop.
+    Requeue,
+    /// The handler settled the message itself; nothing is sent.
+    Manual,
+}
+
+impl Outcome {
+    /// The value of `messaging.message.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ack => "ack",
+            Outcome::Retry => "retry",
+            Outcome::DeadLetter => "dead_letter",
+            Outcome::Reject => "reject",
+            Outcome::Requeue => "requeue",
+            Outcome::Manual => "manual",
+        }
+    }
+}
+
+impl From<()> for Outcome {
+    fn from((): ()) -> Self {
+        Outcome::Ack
+    }
+}
+
+/// What a consumer's `process` did with a message (or a batch): the outcome it settled with
+/// and the handler's error, if the handler failed.
+#[derive(Debug)]
+pub struct Processed<E> {
+    outcome: Outcome,
+    error: Option<E>,
+}
+
+impl<E> Processed<E> {
+    /// Builds the report of one processing.
+    pub fn new(outcome: Outcome, error: Option<E>) -> Self {
+        Self { outcome, error }
+    }
+
+    /// How the message was settled (a `Retry` whose attempts were used up reads `DeadLetter`,
+    /// a `Retry` without a retry destination `Reject`).
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The handler's error, if it failed.
+    pub fn error(&self) -> Option<&E> {
+        self.error.as_ref()
+    }
+
+    /// Whether the handler succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The handler's error, if it failed.
+    pub fn into_error(self) -> Option<E> {
+        self.error
+    }
+}
+
+/// Splits a handler's result into the outcome it asks for, the [`Failure`] to record and the
+/// error to hand back: `Ok(o)` asks for `o.into()`, `Err(e)` for [`Outcome::Retry`].
+pub fn requested<O: Into<Outcome>, E: std::fmt::Display>(
+    result: Result<O, E>,
+) -> (Outcome, Option<(Failure, E)>) {
+    match result {
+        Ok(outcome) => (outcome.into(), None),
+        Err(error) => (Outcome::Retry, Some((Failure::from_error(&error), error))),
+    }
+}
+
+/// Ends a process span the same way on every broker: `messaging.message.outcome`, then the
+/// handler's failure (its `exception` event), then the settle step's failure, if any (the
+/// last failure decides `error.type`).
+pub fn finish_process(
+    mut op: Operation<Timed>,
+    outcome: Outcome,
+    handler: Option<Failure>,
+    settle: Option<Failure>,
+) {
+    op.set_attribute(KeyValue::new(
+        crate::attributes::MESSAGING_OUTCOME,
+        outcome.as_str(),
+    ));
+    for failure in [handler, settle].into_iter().flatten() {
+        op.fail(failure);
+    }
+    op.end();
 }
