@@ -95,7 +95,7 @@ async fn handle(billing: &Billing, consumer: &TracedConsumer, delivery: &TracedD
                 Err(error) => {
                     // Retrying cannot fix it: reject it (the queue's dead letters, if any).
                     tracing::warn!(%error, "not an order.created message");
-                    return Ok(Outcome::Reject);
+                    return Ok::<_, BillingError>(Outcome::Reject);
                 }
             };
             let amount_cents = charge(&order, attempt, billing.fail_percent)

@@ -148,7 +148,7 @@ async fn consume_continues_the_producer_trace() {
             opentelemetry::KeyValue::new("messaging.rabbitmq.message.delivery_tag", 1i64),
             opentelemetry::KeyValue::new("messaging.message.id", "m-1"),
             opentelemetry::KeyValue::new("messaging.message.body.size", body_size),
-            opentelemetry::KeyValue::new("messaging.message.redelivered", false),
+            opentelemetry::KeyValue::new("messaging.rabbitmq.message.redelivered", false),
             opentelemetry::KeyValue::new("messaging.message.attempt", 1i64),
             opentelemetry::KeyValue::new("messaging.message.outcome", "ack"),
             opentelemetry::KeyValue::new("server.address", "127.0.0.1"),

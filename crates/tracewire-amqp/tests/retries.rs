@@ -76,10 +76,16 @@ async fn requeued_message_is_redelivered_in_the_same_trace() {
         assert_eq!(span.parent_span_id, producer.span_context.span_id());
         assert_eq!(attr(span, "messaging.message.attempt"), i(1));
     }
-    assert_eq!(attr(&spans[0], "messaging.message.redelivered"), b(false));
+    assert_eq!(
+        attr(&spans[0], "messaging.rabbitmq.message.redelivered"),
+        b(false)
+    );
     assert_eq!(attr(&spans[0], "messaging.message.outcome"), s("requeue"));
     assert!(!has_attr(&spans[0], "error.type"));
-    assert_eq!(attr(&spans[1], "messaging.message.redelivered"), b(true));
+    assert_eq!(
+        attr(&spans[1], "messaging.rabbitmq.message.redelivered"),
+        b(true)
+    );
     assert_eq!(attr(&spans[1], "messaging.message.outcome"), s("ack"));
     assert!(!has_attr(&spans[1], "error.type"));
     assert_eq!(

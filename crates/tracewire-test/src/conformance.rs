@@ -235,7 +235,13 @@ fn shapes(spans: &[SpanData], system: &str, destinations: [&str; 3]) -> Vec<Span
     let roles = ["{work}", "{retry}", "{dead_letter}"];
     let name_of = |span: &SpanData| -> String {
         let name = span.name.as_ref();
-        for (destination, role) in destinations.iter().zip(roles) {
+        for (destination, mut role) in destinations.iter().zip(roles) {
+            // A retried message is consumed from the work queue on RabbitMQ (the delay queue
+            // dead-letters it back) and from the retry topic on Kafka: either way it is the
+            // work's consumer that processes it.
+            if role == "{retry}" && span.span_kind == opentelemetry::trace::SpanKind::Consumer {
+                role = "{work}";
+            }
             if let Some(operation) = name.strip_suffix(&format!(" {destination}")) {
                 let declared = crate::attrs::find(&span.attributes, "messaging.operation.name");
                 return if declared.map(|v| v.to_string()).as_deref() == Some(operation) {
