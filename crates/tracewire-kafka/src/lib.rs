@@ -40,7 +40,7 @@ mod producer;
 mod retry;
 
 pub use consumer::{TracedConsumer, TracedMessage};
-pub use producer::{ProducerTelemetry, SendSpan, TracedProducer};
+pub use producer::{ProducerTelemetry, SendSpan, TOPIC_PROPAGATION_MS, TracedProducer};
 pub use retry::{Republished, RetryTopics};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome, ParentMode, Processed};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
