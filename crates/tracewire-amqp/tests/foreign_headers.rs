@@ -241,7 +241,22 @@ impl ShortString255 {
 #[test]
 fn injecting_into_a_table_never_panics_on_long_keys() {
     use opentelemetry::propagation::Injector;
+    let capture = Capture::install();
     let mut table = FieldTable::default();
-    tracewire_amqp::carrier::FieldTableInjector(&mut table).set(&"k".repeat(256), "v".into());
-    assert!(table.inner().is_empty());
+    let mut injector = tracewire_amqp::carrier::FieldTableInjector(&mut table);
+    injector.set(&"k".repeat(256), "v".into());
+    injector.set(&"k".repeat(255), "v".into());
+    assert_eq!(
+        table.inner().len(),
+        1,
+        "the 255-byte key fits, the 256-byte one is skipped"
+    );
+    assert_eq!(
+        total(
+            &capture,
+            "tracewire.propagation.rejected",
+            &[("carrier", "amqp"), ("reason", "unrepresentable")]
+        ),
+        1.0
+    );
 }

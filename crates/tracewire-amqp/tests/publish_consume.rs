@@ -444,3 +444,61 @@ async fn panicking_handler_ends_the_span_as_an_error() {
         "nothing else is delivered while it is unacked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_outcome_leaves_settling_to_the_handler() {
+    let capture = Capture::install();
+    let conn = connect().await;
+    let channel = traced_channel(&conn).await;
+    let queue = unique("manual");
+    declare_kept_queue(&channel, &queue).await;
+    publish_confirmed(&channel, &queue, b"x").await;
+    publish_confirmed(&channel, &queue, b"y").await;
+    let mut consumer = consume(&channel, &queue).await;
+    // The first delivery the handler acks itself; the second it leaves unsettled.
+    for settle in [true, false] {
+        let delivery = next(&mut consumer).await;
+        let processed = consumer
+            .process(&delivery, async {
+                if settle {
+                    delivery
+                        .acker
+                        .ack(lapin::options::BasicAckOptions::default())
+                        .await?;
+                }
+                Ok::<_, lapin::Error>(Outcome::Manual)
+            })
+            .await
+            .expect("nothing to settle");
+        assert_eq!(processed.outcome(), Outcome::Manual);
+    }
+    let spans = capture.spans_named(&format!("process {queue}"));
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        assert_eq!(attr(span, "messaging.message.outcome"), s("manual"));
+        assert!(!has_attr(span, "error.type"));
+    }
+    // Nothing was sent for the second: it returns to the queue when its channel closes.
+    drop(consumer);
+    channel
+        .close(200, "done".into())
+        .await
+        .expect("close the channel");
+    let other = traced_channel(&conn).await;
+    let left = other
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare");
+    assert_eq!(left.message_count(), 1);
+    other
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .expect("queue_delete");
+}

@@ -401,3 +401,13 @@ async fn send_to_a_missing_topic_fails_promptly_as_one_error_type() {
         2
     );
 }
+
+#[tokio::test]
+async fn batch_over_partitions_commits_each() {
+    scenarios::batch_over_partitions_commits_each(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn manual_outcome_leaves_committing_to_the_handler() {
+    scenarios::manual_outcome_leaves_committing_to_the_handler(&Broker::mock()).await;
+}

@@ -703,3 +703,127 @@ pub async fn dead_letter_after_max_attempts(broker: &Broker) {
         span_id(&dlt_send)
     );
 }
+
+/// A batch spanning two partitions links each record with its own partition and offset, and
+/// commits the offset after the highest record of each partition.
+pub async fn batch_over_partitions_commits_each(broker: &Broker) {
+    let telemetry = install();
+    let topic = unique("batch-partitions");
+    let group = unique("g");
+    broker.create_topic(&topic, 2).await;
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    for (partition, payload) in [(0, "a0"), (1, "b0"), (0, "a1"), (1, "b1"), (1, "b2")] {
+        within(
+            30,
+            "delivery",
+            producer.send(
+                FutureRecord::<str, str>::to(&topic)
+                    .partition(partition)
+                    .payload(payload),
+                SEND_TIMEOUT,
+            ),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&group))
+        .unwrap()
+        .with_commit(Some(CommitMode::Sync));
+    assign(consumer.inner(), &[(&topic, 2)]);
+    let mut batch = Vec::new();
+    for _ in 0..5 {
+        batch.push(within(30, "a record", consumer.recv()).await.unwrap());
+    }
+    let processed = consumer
+        .process_batch(&batch, async { Ok::<(), PaymentDeclined>(()) })
+        .await
+        .unwrap();
+    assert_eq!(processed.outcome(), Outcome::Ack);
+
+    let span = telemetry.span(&format!("process {topic}"));
+    assert_attr(&span, "messaging.batch.message_count", 5i64);
+    let mut links: Vec<(Value, Value)> = span
+        .links
+        .iter()
+        .map(|l| {
+            (
+                attr(&l.attributes, "messaging.destination.partition.id").unwrap(),
+                attr(&l.attributes, "messaging.kafka.offset").unwrap(),
+            )
+        })
+        .collect();
+    links.sort_by_key(|(p, o)| (p.to_string(), o.to_string()));
+    assert_eq!(
+        links,
+        [
+            (Value::from("0"), Value::I64(0)),
+            (Value::from("0"), Value::I64(1)),
+            (Value::from("1"), Value::I64(0)),
+            (Value::from("1"), Value::I64(1)),
+            (Value::from("1"), Value::I64(2)),
+        ]
+    );
+    let committed = consumer.inner().committed(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        committed.find_partition(&topic, 0).unwrap().offset(),
+        rdkafka::Offset::Offset(2)
+    );
+    assert_eq!(
+        committed.find_partition(&topic, 1).unwrap().offset(),
+        rdkafka::Offset::Offset(3)
+    );
+}
+
+/// `Outcome::Manual`: the handler commits (or not) itself; the consumer sends nothing.
+pub async fn manual_outcome_leaves_committing_to_the_handler(broker: &Broker) {
+    let telemetry = install();
+    let topic = unique("manual");
+    broker.create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    for payload in ["first", "second"] {
+        within(
+            30,
+            "delivery",
+            producer.send(
+                FutureRecord::<str, str>::to(&topic).payload(payload),
+                SEND_TIMEOUT,
+            ),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g")))
+        .unwrap()
+        .with_commit(Some(CommitMode::Sync));
+    assign(consumer.inner(), &[(&topic, 1)]);
+    // The first record the handler commits itself; the second it leaves uncommitted.
+    for commit in [true, false] {
+        let msg = within(30, "a record", consumer.recv()).await.unwrap();
+        let processed = consumer
+            .process(&msg, async {
+                if commit {
+                    consumer
+                        .inner()
+                        .commit_message(msg.inner(), CommitMode::Sync)?;
+                }
+                Ok::<_, rdkafka::error::KafkaError>(Outcome::Manual)
+            })
+            .await
+            .unwrap();
+        assert_eq!(processed.outcome(), Outcome::Manual);
+    }
+    let spans = telemetry.spans_named(&format!("process {topic}"));
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        assert_attr(span, "messaging.message.outcome", "manual");
+        assert_eq!(attr(&span.attributes, "error.type"), None);
+    }
+    let committed = consumer.inner().committed(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        committed.find_partition(&topic, 0).unwrap().offset(),
+        rdkafka::Offset::Offset(1),
+        "only the handler's own commit"
+    );
+}
