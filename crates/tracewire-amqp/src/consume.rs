@@ -19,8 +19,8 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use tracewire_core::attributes as attr;
 use tracewire_core::messaging::{
-    Outcome, ParentMode, Processed, finish_process, metric_attributes, requested, start_batch_span,
-    start_consumer_span,
+    Outcome, ParentMode, Processed, Settled, finish_process, metric_attributes, requested,
+    start_batch_span, start_consumer_span,
 };
 use tracewire_core::operation::{Failure, Operation, Timed};
 
@@ -342,7 +342,7 @@ impl TracedConsumer {
         let settled = settle(self.retry_on(), &delivery.delivery, requested)
             .with_context(cx)
             .await;
-        self.finish(op, settled, failed)
+        finish_process(op, settled, failed)
     }
 
     /// Runs `handler` on several deliveries inside one CONSUMER span `process {queue}` (a
@@ -406,7 +406,7 @@ impl TracedConsumer {
         });
         let op = info.operation(cx.clone());
         let (requested, failed) = requested(handler.with_context(cx.clone()).await);
-        let mut first: Option<Settled> = None;
+        let mut first: Option<Settled<lapin::Error>> = None;
         for delivery in deliveries {
             let settled = settle(self.retry_on(), &delivery.delivery, requested)
                 .with_context(cx.clone())
@@ -421,59 +421,26 @@ impl TracedConsumer {
                 }
             }
         }
-        let settled = first.unwrap_or(Settled {
-            outcome: requested,
-            failure: None,
-            error: None,
-        });
-        self.finish(op, settled, failed)
+        let settled = first.unwrap_or_else(|| Settled::new(requested, Ok(())));
+        finish_process(op, settled, failed)
     }
 
     fn retry_on(&self) -> Option<(&RetryQueue, &TracedChannel)> {
         self.retry().map(|retry| (retry, &self.info.channel))
     }
-
-    fn finish<E>(
-        &self,
-        op: Operation<Timed>,
-        settled: Settled,
-        failed: Option<(Failure, E)>,
-    ) -> lapin::Result<Processed<E>> {
-        let (handler_failure, error) = match failed {
-            Some((failure, error)) => (Some(failure), Some(error)),
-            None => (None, None),
-        };
-        finish_process(op, settled.outcome, handler_failure, settled.failure);
-        match settled.error {
-            Some(err) => Err(err),
-            None => Ok(Processed::new(settled.outcome, error)),
-        }
-    }
 }
 
-/// How one delivery was settled: the outcome, what to record if settling went wrong, and
-/// the broker error to return.
-struct Settled {
-    outcome: Outcome,
-    failure: Option<Failure>,
-    error: Option<lapin::Error>,
-}
-
-impl Settled {
-    fn sent(outcome: Outcome, result: lapin::Result<()>) -> Self {
-        match result {
-            Ok(()) => Self {
-                outcome,
-                failure: None,
-                error: None,
-            },
-            Err(err) => Self {
-                outcome,
-                failure: Some(Failure::exception(lapin_error_type(&err), err.to_string())),
-                error: Some(err),
-            },
-        }
-    }
+/// A settlement sent to the broker (or not).
+fn sent(outcome: Outcome, result: lapin::Result<()>) -> Settled<lapin::Error> {
+    Settled::new(
+        outcome,
+        result.map_err(|err| {
+            (
+                Failure::exception(lapin_error_type(&err), err.to_string()),
+                err,
+            )
+        }),
+    )
 }
 
 /// Settles `delivery` as `requested` says, through `retry` for `Retry` and `DeadLetter`.
@@ -481,7 +448,7 @@ async fn settle(
     retry: Option<(&RetryQueue, &TracedChannel)>,
     delivery: &Delivery,
     requested: Outcome,
-) -> Settled {
+) -> Settled<lapin::Error> {
     let acker = &delivery.acker;
     let republished = match (requested, retry) {
         (Outcome::Retry | Outcome::DeadLetter, Some((retry, channel))) => {
@@ -492,20 +459,20 @@ async fn settle(
             }
         }
         (Outcome::Retry | Outcome::DeadLetter, None) => {
-            return Settled::sent(Outcome::Reject, apply(Outcome::Reject, acker).await);
+            return sent(Outcome::Reject, apply(Outcome::Reject, acker).await);
         }
-        (outcome, _) => return Settled::sent(outcome, apply(outcome, acker).await),
+        (outcome, _) => return sent(outcome, apply(outcome, acker).await),
     };
     match republished {
-        Ok(to) => Settled::sent(to.outcome(), apply(Outcome::Ack, acker).await),
+        Ok(to) => sent(to.outcome(), apply(Outcome::Ack, acker).await),
         // Past the last attempt without a dead-letter queue: the queue's own dead-letter
         // exchange, if any, takes it.
         Err(RetryError::Exhausted { .. }) => {
-            Settled::sent(Outcome::Reject, apply(Outcome::Reject, acker).await)
+            sent(Outcome::Reject, apply(Outcome::Reject, acker).await)
         }
         // The copy may not exist: give the original back rather than lose it.
         Err(err) => {
-            let mut settled = Settled::sent(Outcome::Requeue, apply(Outcome::Requeue, acker).await);
+            let mut settled = sent(Outcome::Requeue, apply(Outcome::Requeue, acker).await);
             if settled.failure.is_none() {
                 settled.failure = Some(Failure::exception(err.error_type(), err.to_string()));
             }

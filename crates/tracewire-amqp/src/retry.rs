@@ -63,11 +63,7 @@ pub struct Republished {
 impl Republished {
     /// The outcome of the failed attempt: [`Outcome::Retry`] or [`Outcome::DeadLetter`].
     pub fn outcome(&self) -> Outcome {
-        if self.dead_letter {
-            Outcome::DeadLetter
-        } else {
-            Outcome::Retry
-        }
+        Outcome::republished(self.dead_letter)
     }
 }
 

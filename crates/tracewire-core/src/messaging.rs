@@ -279,6 +279,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a failed attempt whose message was republished: [`Outcome::DeadLetter`]
+    /// to the dead-letter destination, [`Outcome::Retry`] otherwise.
+    pub fn republished(dead_letter: bool) -> Self {
+        if dead_letter {
+            Outcome::DeadLetter
+        } else {
+            Outcome::Retry
+        }
+    }
+
     /// The value of `messaging.message.outcome`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -345,21 +355,60 @@ pub fn requested<O: Into<Outcome>, E: std::fmt::Display>(
     }
 }
 
+/// How a broker settled a message (or a batch): the [`Outcome`] it settled with, the
+/// [`Failure`] to record when settling went wrong (a refused retry copy, a closed channel, a
+/// refused commit), and the broker error to hand back, if any.
+#[derive(Debug)]
+pub struct Settled<B> {
+    /// The outcome the message was settled with.
+    pub outcome: Outcome,
+    /// What went wrong while settling, recorded on the process span.
+    pub failure: Option<Failure>,
+    /// The broker error `process` returns.
+    pub error: Option<B>,
+}
+
+impl<B> Settled<B> {
+    /// Settled as `outcome`, or failed with `error` (recorded as `failure`).
+    pub fn new(outcome: Outcome, result: Result<(), (Failure, B)>) -> Self {
+        match result {
+            Ok(()) => Self {
+                outcome,
+                failure: None,
+                error: None,
+            },
+            Err((failure, error)) => Self {
+                outcome,
+                failure: Some(failure),
+                error: Some(error),
+            },
+        }
+    }
+}
+
 /// Ends a process span the same way on every broker: `messaging.message.outcome`, then the
 /// handler's failure (its `exception` event), then the settle step's failure, if any (the
-/// last failure decides `error.type`).
-pub fn finish_process(
+/// last failure decides `error.type`). Returns what `process` returns: the broker's error, or
+/// the outcome with the handler's error.
+pub fn finish_process<E, B>(
     mut op: Operation<Timed>,
-    outcome: Outcome,
-    handler: Option<Failure>,
-    settle: Option<Failure>,
-) {
+    settled: Settled<B>,
+    handler: Option<(Failure, E)>,
+) -> Result<Processed<E>, B> {
     op.set_attribute(KeyValue::new(
         crate::attributes::MESSAGING_OUTCOME,
-        outcome.as_str(),
+        settled.outcome.as_str(),
     ));
-    for failure in [handler, settle].into_iter().flatten() {
+    let (handler_failure, error) = match handler {
+        Some((failure, error)) => (Some(failure), Some(error)),
+        None => (None, None),
+    };
+    for failure in [handler_failure, settled.failure].into_iter().flatten() {
         op.fail(failure);
     }
     op.end();
+    match settled.error {
+        Some(err) => Err(err),
+        None => Ok(Processed::new(settled.outcome, error)),
+    }
 }

@@ -27,10 +27,10 @@ use tracewire_core::attributes::{
     MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE,
 };
 use tracewire_core::messaging::{
-    MessagingInstruments, Outcome, ParentMode, Processed, finish_process, metric_attributes,
-    requested, start_batch_span, start_consumer_span,
+    MessagingInstruments, Outcome, ParentMode, Processed, Settled, finish_process,
+    metric_attributes, requested, start_batch_span, start_consumer_span,
 };
-use tracewire_core::operation::{Failure, Operation, Timed};
+use tracewire_core::operation::{Operation, Timed};
 
 use crate::attrs;
 use crate::carrier;
@@ -341,7 +341,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         let (cx, op) = self.start_process(msg);
         let (requested, failed) = requested(handler.with_context(cx.clone()).await);
         let settled = self.settle(&cx, std::slice::from_ref(msg), requested).await;
-        finish(op, settled, failed)
+        finish_process(op, settled, failed)
     }
 
     /// Runs `handler` inside one CONSUMER span for a batch of records, then settles every
@@ -401,7 +401,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         let op = Operation::new(cx.clone(), self.process_measure(topic));
         let (requested, failed) = requested(handler.with_context(cx.clone()).await);
         let settled = self.settle(&cx, msgs, requested).await;
-        finish(op, settled, failed)
+        finish_process(op, settled, failed)
     }
 
     /// Settles `msgs` as `requested` says: republishes through the retry topics for `Retry`
@@ -411,7 +411,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         cx: &Context,
         msgs: &[TracedMessage<'_>],
         requested: Outcome,
-    ) -> Settled {
+    ) -> Settled<KafkaError> {
         let outcome = match (requested, self.retry.as_deref()) {
             (Outcome::Retry | Outcome::DeadLetter, Some(retry)) => {
                 let dead_letter = requested == Outcome::DeadLetter;
@@ -427,11 +427,9 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
                         // Not committed: the records are consumed again after a restart or
                         // a rebalance rather than lost.
                         Err(err) => {
-                            return Settled {
-                                outcome: Outcome::Requeue,
-                                failure: Some(attrs::failure(&err)),
-                                error: None,
-                            };
+                            let mut settled = Settled::new(Outcome::Requeue, Ok(()));
+                            settled.failure = Some(attrs::failure(&err));
+                            return settled;
                         }
                     }
                 }
@@ -450,42 +448,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
                 }
             }),
         };
-        match commit {
-            Ok(()) => Settled {
-                outcome,
-                failure: None,
-                error: None,
-            },
-            Err(err) => Settled {
-                outcome,
-                failure: Some(attrs::failure(&err)),
-                error: Some(err),
-            },
-        }
-    }
-}
-
-/// How records were settled: the outcome, what to record if settling went wrong, and the
-/// error to return.
-struct Settled {
-    outcome: Outcome,
-    failure: Option<Failure>,
-    error: Option<KafkaError>,
-}
-
-fn finish<E>(
-    op: Operation<Timed>,
-    settled: Settled,
-    failed: Option<(Failure, E)>,
-) -> KafkaResult<Processed<E>> {
-    let (handler_failure, error) = match failed {
-        Some((failure, error)) => (Some(failure), Some(error)),
-        None => (None, None),
-    };
-    finish_process(op, settled.outcome, handler_failure, settled.failure);
-    match settled.error {
-        Some(err) => Err(err),
-        None => Ok(Processed::new(settled.outcome, error)),
+        Settled::new(outcome, commit.map_err(|err| (attrs::failure(&err), err)))
     }
 }
 
