@@ -294,13 +294,13 @@ fn roundtrip(c: &mut Criterion) {
                 .await
                 .unwrap();
             let msg = consumer.recv().await.unwrap();
-            let result: Result<(), std::io::Error> = consumer
+            consumer
                 .process(&msg, async {
                     std::hint::black_box(msg.payload());
-                    Ok(())
+                    Ok::<(), std::io::Error>(())
                 })
-                .await;
-            result.unwrap();
+                .await
+                .unwrap();
         })
     });
     group.finish();

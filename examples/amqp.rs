@@ -35,7 +35,7 @@ use tracewire::amqp::lapin::options::{
 };
 use tracewire::amqp::lapin::types::{FieldTable, ShortString};
 use tracewire::amqp::lapin::{BasicProperties, Connection, ConnectionProperties};
-use tracewire::amqp::{Outcome, TracedChannel, TracedDelivery};
+use tracewire::amqp::{Outcome, TracedChannel, TracedConsumer, TracedDelivery};
 use tracewire::opentelemetry::context::FutureExt as _;
 use tracewire::opentelemetry::trace::{TraceContextExt, Tracer};
 use tracewire::opentelemetry::{Context, global};
@@ -182,7 +182,7 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
                     .message_id()
                     .as_ref()
                     .map(|id| id.as_str().to_owned());
-                if let Err(error) = process(delivery).await {
+                if let Err(error) = process(&consumer, &delivery).await {
                     tracing::warn!(%error, "message not settled");
                 }
                 if let Some(id) = id {
@@ -197,7 +197,7 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Cancel the consumer (unsettled deliveries go back to the queue), then close cleanly.
-    let tag = consumer.get_ref().tag();
+    let tag = consumer.inner().tag();
     drop(consumer);
     if connection.status().connected() {
         let _ = channel
@@ -210,27 +210,29 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Processes one delivery inside its `process {queue}` span: the log line carries the trace
 /// id of whoever published the message.
-async fn process(delivery: TracedDelivery) -> Result<Outcome, tracewire::amqp::lapin::Error> {
-    let queue = delivery.queue().to_owned();
-    let attempt = delivery.attempt();
-    delivery
-        .process(|d| async move {
-            let message_id = d
+async fn process(
+    consumer: &TracedConsumer,
+    delivery: &TracedDelivery,
+) -> Result<Outcome, tracewire::amqp::lapin::Error> {
+    let processed = consumer
+        .process(delivery, async {
+            let message_id = delivery
                 .properties
                 .message_id()
                 .as_ref()
                 .map(|id| id.as_str().to_owned())
                 .unwrap_or_default();
             tracing::info!(
-                queue = %queue,
+                queue = %delivery.queue(),
                 message_id = %message_id,
-                delivery_tag = d.delivery_tag,
-                redelivered = d.redelivered,
-                attempt,
-                bytes = d.data.len(),
+                delivery_tag = delivery.delivery_tag,
+                redelivered = delivery.redelivered,
+                attempt = delivery.attempt(),
+                bytes = delivery.data.len(),
                 "processed message"
             );
-            Outcome::ack()
+            Ok::<(), std::convert::Infallible>(())
         })
-        .await
+        .await?;
+    Ok(processed.outcome())
 }

@@ -177,9 +177,13 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 };
                 let payload = msg.payload_view::<str>().and_then(Result::ok).map(str::to_owned);
-                let result = consumer.process(&msg, handle(&msg)).await;
-                if let Err(error) = result {
-                    tracing::warn!(%error, "record not processed");
+                match consumer.process(&msg, handle(&msg)).await {
+                    Ok(processed) => {
+                        if let Some(error) = processed.error() {
+                            tracing::warn!(%error, outcome = processed.outcome().as_str(), "record not processed");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "offset not committed"),
                 }
                 if let Some(payload) = payload {
                     waiting.remove(&payload);

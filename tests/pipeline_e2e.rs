@@ -456,7 +456,7 @@ async fn one_order_is_one_trace_across_four_services_retries_included() {
             &[
                 ("messaging.system", "rabbitmq"),
                 ("messaging.destination.name", &queue),
-                ("error.type", "PaymentDeclined"),
+                ("error.type", "BillingError"),
             ],
         ),
         (

@@ -19,14 +19,15 @@ mod common;
 use std::time::Duration;
 
 use common::{OrderCreated, PaymentCaptured, env_or};
-use tracewire::amqp::lapin::message::Delivery;
 use tracewire::amqp::lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
 use tracewire::amqp::lapin::types::{FieldTable, ShortString};
 use tracewire::amqp::lapin::{Connection, ConnectionProperties};
-use tracewire::amqp::{Outcome, RetryPolicy, RetryQueue, TracedChannel, TracedDelivery};
+use tracewire::amqp::{
+    Outcome, RetryPolicy, RetryQueue, TracedChannel, TracedConsumer, TracedDelivery,
+};
 use tracewire::kafka::TracedProducer;
 use tracewire::kafka::rdkafka::config::ClientConfig;
 use tracewire::kafka::rdkafka::producer::{FutureRecord, Producer as _};
@@ -42,9 +43,23 @@ impl std::fmt::Display for PaymentDeclined {
 
 impl std::error::Error for PaymentDeclined {}
 
+/// Why an attempt to bill an order failed: `error.type` of the failed process span.
+#[derive(Debug)]
+enum BillingError {
+    Declined(PaymentDeclined),
+    NotSent(tracewire::kafka::rdkafka::error::KafkaError),
+}
+
+impl std::fmt::Display for BillingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BillingError::Declined(error) => write!(f, "payment declined: {error}"),
+            BillingError::NotSent(error) => write!(f, "payment.captured not sent: {error}"),
+        }
+    }
+}
+
 struct Billing {
-    channel: TracedChannel,
-    retry: RetryQueue,
     producer: TracedProducer,
     topic: String,
     fail_percent: u32,
@@ -69,25 +84,26 @@ async fn charge(
 }
 
 /// Runs inside the CONSUMER span `process {queue}`: the charge, the retry republish and the
-/// Kafka send are its children, and every log line carries the order's trace id.
-async fn handle(billing: &Billing, delivery: TracedDelivery) {
+/// Kafka send are its children, and every log line carries the order's trace id. An `Err`
+/// goes through the consumer's retry queue (at most 3 attempts, then the dead letters).
+async fn handle(billing: &Billing, consumer: &TracedConsumer, delivery: &TracedDelivery) {
     let attempt = delivery.attempt();
-    let result = delivery
-        .process(|d| async move {
-            let order: OrderCreated = match serde_json::from_slice(&d.data) {
+    let result = consumer
+        .process(delivery, async {
+            let order: OrderCreated = match serde_json::from_slice(&delivery.data) {
                 Ok(order) => order,
                 Err(error) => {
+                    // Retrying cannot fix it: reject it (the queue's dead letters, if any).
                     tracing::warn!(%error, "not an order.created message");
-                    return Outcome::reject().failed(&error);
+                    return Ok::<_, BillingError>(Outcome::Reject);
                 }
             };
-            let amount_cents = match charge(&order, attempt, billing.fail_percent).await {
-                Ok(amount) => amount,
-                Err(error) => {
+            let amount_cents = charge(&order, attempt, billing.fail_percent)
+                .await
+                .map_err(|error| {
                     tracing::warn!(order_id = %order.order_id, attempt, %error, "charge failed, retrying later");
-                    return retry_later(billing, &d, &error).await;
-                }
-            };
+                    BillingError::Declined(error)
+                })?;
             let payment = PaymentCaptured {
                 order_id: order.order_id.clone(),
                 item: order.item,
@@ -98,38 +114,20 @@ async fn handle(billing: &Billing, delivery: TracedDelivery) {
             let record = FutureRecord::to(&billing.topic)
                 .key(&payment.order_id)
                 .payload(&payload);
-            match billing.producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => {
-                    tracing::info!(order_id = %payment.order_id, amount_cents, attempt, "payment.captured sent");
-                    Outcome::ack()
-                }
-                Err((error, _)) => {
+            billing
+                .producer
+                .send(record, Duration::from_secs(5))
+                .await
+                .map_err(|(error, _)| {
                     tracing::error!(order_id = %payment.order_id, %error, "payment.captured not sent, retrying later");
-                    retry_later(billing, &d, &error).await
-                }
-            }
+                    BillingError::NotSent(error)
+                })?;
+            tracing::info!(order_id = %payment.order_id, amount_cents, attempt, "payment.captured sent");
+            Ok(Outcome::Ack)
         })
         .await;
     if let Err(error) = result {
         tracing::warn!(%error, "delivery not settled");
-    }
-}
-
-/// Sends the message through the retry queue, from inside the failed attempt's process span:
-/// the retry's PRODUCER span is that attempt's child, so the retry stays in the trace.
-async fn retry_later<E: std::error::Error>(
-    billing: &Billing,
-    delivery: &Delivery,
-    error: &E,
-) -> Outcome {
-    let retried = match billing.retry.republish(&billing.channel, delivery).await {
-        Ok(confirm) => confirm.await.is_ok(),
-        Err(_) => false, // attempts exhausted, or the broker refused the copy
-    };
-    if retried {
-        Outcome::retried().failed(error)
-    } else {
-        Outcome::nack().failed(error)
     }
 }
 
@@ -200,10 +198,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await?;
+        .await?
+        .with_retry(retry);
     let billing = Billing {
-        channel: channel.clone(),
-        retry,
         producer,
         topic,
         fail_percent: common::env_percent("BILLING_FAIL_FIRST_ATTEMPT_PERCENT", 50),
@@ -216,7 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             _ = &mut shutdown => break,
             received = consumer.recv() => match received {
-                Some(Ok(delivery)) => handle(&billing, delivery).await,
+                Some(Ok(delivery)) => handle(&billing, &consumer, &delivery).await,
                 Some(Err(error)) => {
                     tracing::error!(%error, "RabbitMQ connection lost");
                     break;

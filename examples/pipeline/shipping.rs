@@ -177,8 +177,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = &mut shutdown => break,
             received = consumer.recv() => match received {
                 Ok(msg) => {
-                    if let Err(error) = consumer.process(&msg, ship(&msg, &inventory, &url)).await {
-                        tracing::error!(%error, "payment.captured not handled");
+                    match consumer.process(&msg, ship(&msg, &inventory, &url)).await {
+                        Ok(processed) => {
+                            if let Some(error) = processed.error() {
+                                tracing::error!(%error, outcome = processed.outcome().as_str(), "payment.captured not handled");
+                            }
+                        }
+                        Err(error) => tracing::error!(%error, "offset not committed"),
                     }
                 }
                 Err(error) => tracing::warn!(%error, "receive failed"),

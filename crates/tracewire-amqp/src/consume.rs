@@ -1,4 +1,5 @@
-//! Instrumented consuming: [`TracedConsumer`], [`TracedDelivery`], [`ProcessSpan`], [`Outcome`].
+//! Instrumented consuming: [`TracedConsumer`] and its [`TracedDelivery`]s, processed and
+//! settled as an [`Outcome`] says.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -10,15 +11,21 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures_util::Stream;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, Consumer};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use tracewire_core::attributes as attr;
-use tracewire_core::messaging::{ParentMode, metric_attributes, start_consumer_span};
+use tracewire_core::messaging::{
+    Outcome, ParentMode, Processed, Settled, finish_process, metric_attributes, requested,
+    start_batch_span, start_consumer_span,
+};
 use tracewire_core::operation::{Failure, Operation, Timed};
 
+use crate::publish::TracedChannel;
+use crate::retry::{RetryError, RetryQueue};
 use crate::shared::Shared;
 use crate::{SYSTEM, carrier, lapin_error_type};
 
@@ -26,6 +33,8 @@ use crate::{SYSTEM, carrier, lapin_error_type};
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerInfo {
     pub(crate) shared: Arc<Shared>,
+    /// The channel the consumer was opened on: retries are republished on it.
+    channel: TracedChannel,
     pub(crate) queue: Arc<str>,
     pub(crate) span_name: Cow<'static, str>,
     pub(crate) mode: ParentMode,
@@ -35,10 +44,13 @@ pub(crate) struct ConsumerInfo {
     /// processing (`messaging.process.duration`): RabbitMQ pushes deliveries, so both are the
     /// `process` operation.
     process_attrs: Vec<KeyValue>,
+    /// Where failed deliveries go.
+    retry: Option<Arc<RetryQueue>>,
 }
 
 impl ConsumerInfo {
-    fn new(shared: Arc<Shared>, queue: &str) -> Self {
+    fn new(channel: TracedChannel, queue: &str) -> Self {
+        let shared = channel.shared().clone();
         let queue: Arc<str> = Arc::from(queue);
         let base_attrs = [
             KeyValue::new(attr::MESSAGING_SYSTEM, SYSTEM),
@@ -55,10 +67,12 @@ impl ConsumerInfo {
         Self {
             mode: shared.parent_mode,
             shared,
+            channel,
             span_name: Cow::Owned(format!("process {queue}")),
             process_attrs,
             base_attrs,
             queue,
+            retry: None,
         }
     }
 }
@@ -84,16 +98,13 @@ impl fmt::Debug for TracedConsumer {
 }
 
 impl TracedConsumer {
-    /// Wraps a consumer created with lapin directly (prefer
-    /// [`TracedChannel::basic_consume`](crate::TracedChannel::basic_consume)).
-    pub fn new(consumer: Consumer) -> Self {
-        Self::with_shared(consumer, Arc::new(Shared::new()))
-    }
-
-    pub(crate) fn with_shared(consumer: Consumer, shared: Arc<Shared>) -> Self {
+    /// Wraps a consumer created with lapin directly on `channel`'s channel (prefer
+    /// [`TracedChannel::basic_consume`]): the consumer shares the channel's telemetry and
+    /// republishes retries on it.
+    pub fn new(consumer: Consumer, channel: &TracedChannel) -> Self {
         let queue = consumer.queue();
         Self {
-            info: Arc::new(ConsumerInfo::new(shared, queue.as_str())),
+            info: Arc::new(ConsumerInfo::new(channel.clone(), queue.as_str())),
             inner: consumer,
         }
     }
@@ -117,7 +128,7 @@ impl TracedConsumer {
     }
 
     /// The wrapped consumer.
-    pub fn get_ref(&self) -> &Consumer {
+    pub fn inner(&self) -> &Consumer {
         &self.inner
     }
 
@@ -152,7 +163,7 @@ impl Stream for TracedConsumer {
 /// A delivery with the context that created it.
 ///
 /// Dereferences to the [`Delivery`] (data, properties, acker). Process it with
-/// [`process`](Self::process), or by hand with [`start_process`](Self::start_process).
+/// [`TracedConsumer::process`].
 pub struct TracedDelivery {
     delivery: Delivery,
     creation: Context,
@@ -193,7 +204,7 @@ impl TracedDelivery {
 
     /// The context extracted from the message headers: the producer's span (remote) and
     /// baggage. Empty when the message carried no valid context.
-    pub fn creation_context(&self) -> &Context {
+    pub fn context(&self) -> &Context {
         &self.creation
     }
 
@@ -213,12 +224,8 @@ impl TracedDelivery {
         &self.info.queue
     }
 
-    pub(crate) fn info(&self) -> &Arc<ConsumerInfo> {
-        &self.info
-    }
-
     /// The delivery itself.
-    pub fn delivery(&self) -> &Delivery {
+    pub fn inner(&self) -> &Delivery {
         &self.delivery
     }
 
@@ -232,10 +239,9 @@ impl TracedDelivery {
         (self.delivery, self.creation)
     }
 
-    /// Starts the CONSUMER span `process {queue}` for this delivery, for code that settles
-    /// messages itself. Run the work with [`ProcessSpan::context`] attached, then call
-    /// [`ProcessSpan::finish`]; a span dropped unfinished ends without an outcome.
-    pub fn start_process(&self) -> ProcessSpan {
+    /// Starts the CONSUMER span `process {queue}` for this delivery and the operation that
+    /// ends it.
+    pub(crate) fn start_process(&self) -> (Context, Operation<Timed>) {
         let d = &self.delivery;
         let info = &self.info;
         let mut attrs = Vec::with_capacity(12);
@@ -275,232 +281,251 @@ impl TracedDelivery {
             info.mode,
             attrs,
         );
-        ProcessSpan::new(cx, info)
-    }
-
-    /// Runs `handler` on the delivery inside the CONSUMER span `process {queue}`, then settles
-    /// the delivery as the returned [`Outcome`] says (still inside the span) and ends the span.
-    ///
-    /// The span's context is attached on every poll of the handler's future, so its `tracing`
-    /// events carry the span's trace id and spans started in it (`#[traced]` functions, a
-    /// [`RetryQueue::republish`](crate::RetryQueue::republish)) are its children. Returns the
-    /// outcome, or the error of the ack/nack/reject.
-    pub async fn process<F, Fut>(self, handler: F) -> lapin::Result<Outcome>
-    where
-        F: FnOnce(Delivery) -> Fut,
-        Fut: Future<Output = Outcome>,
-    {
-        let span = self.start_process();
-        let cx = span.context().clone();
-        let acker = self.delivery.acker.clone();
-        let outcome = handler(self.delivery).with_context(cx.clone()).await;
-        let settled = outcome.action.apply(&acker).with_context(cx).await;
-        span.finish_settled(&outcome, settled.as_ref().err());
-        settled.map(|()| outcome)
+        let op = info.operation(cx.clone());
+        (cx, op)
     }
 }
 
-/// How a delivery was settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Action {
-    /// `basic.ack`: done.
-    Ack,
-    /// `basic.nack` with requeue: the broker redelivers it (same trace, `redelivered = true`).
-    Requeue,
-    /// `basic.nack` without requeue: dropped, or dead-lettered where the queue has a
-    /// dead-letter exchange.
-    Nack,
-    /// `basic.reject` without requeue.
-    Reject,
-    /// A copy was republished for a delayed retry ([`RetryQueue`](crate::RetryQueue)); the
-    /// original is acked.
-    Retry,
-    /// The handler settled the delivery itself; nothing is sent.
-    Manual,
-}
-
-impl Action {
-    /// The value of `messaging.message.outcome`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Ack => "ack",
-            Action::Requeue => "requeue",
-            Action::Nack => "nack",
-            Action::Reject => "reject",
-            Action::Retry => "retry",
-            Action::Manual => "manual",
-        }
-    }
-
-    /// Sends the settlement to the broker through `acker`. An acker that was already used
-    /// is not an error (nothing is sent twice); one whose channel or connection is gone is
-    /// (`InvalidChannelState`): the broker will redeliver the message.
-    pub async fn apply(self, acker: &Acker) -> lapin::Result<()> {
-        let (sent, operation) = match self {
-            Action::Ack | Action::Retry => {
-                (acker.ack(BasicAckOptions::default()).await?, "basic.ack")
-            }
-            Action::Requeue => (
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?,
-                "basic.nack",
-            ),
-            Action::Nack => (acker.nack(BasicNackOptions::default()).await?, "basic.nack"),
-            Action::Reject => (
-                acker.reject(BasicRejectOptions { requeue: false }).await?,
-                "basic.reject",
-            ),
-            Action::Manual => return Ok(()),
-        };
-        if !sent && acker.poisoned() {
-            return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
-                lapin::ChannelState::Error,
-                operation,
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// What a handler decided: how to settle the delivery, and the error that made it fail, if
-/// any (recorded on the span as `error.type`, status and an `exception` event).
-///
-/// ```
-/// use tracewire_amqp::{Action, Outcome};
-/// let err = std::io::Error::other("database down");
-/// let outcome = Outcome::requeue().failed(&err);
-/// assert_eq!(outcome.action(), Action::Requeue);
-/// assert_eq!(outcome.error_type(), Some("std::io::error::Error"));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    action: Action,
-    error: Option<(Cow<'static, str>, String)>,
-}
-
-impl Outcome {
-    /// Settle with `action`.
-    pub fn new(action: Action) -> Self {
-        Self {
-            action,
-            error: None,
-        }
-    }
-
-    /// Acknowledge.
-    pub fn ack() -> Self {
-        Self::new(Action::Ack)
-    }
-
-    /// Negatively acknowledge with requeue (the broker redelivers).
-    pub fn requeue() -> Self {
-        Self::new(Action::Requeue)
-    }
-
-    /// Negatively acknowledge without requeue (dead-letter where configured).
-    pub fn nack() -> Self {
-        Self::new(Action::Nack)
-    }
-
-    /// Reject without requeue.
-    pub fn reject() -> Self {
-        Self::new(Action::Reject)
-    }
-
-    /// A retry copy was republished; ack the original.
-    pub fn retried() -> Self {
-        Self::new(Action::Retry)
-    }
-
-    /// The handler settled the delivery itself.
-    pub fn manual() -> Self {
-        Self::new(Action::Manual)
-    }
-
-    /// Records `err` as the reason this attempt failed: `error.type` is the error's type name
-    /// (last path segment), the status message its `Display`.
-    pub fn failed<E: std::error::Error + ?Sized>(self, err: &E) -> Self {
-        self.failed_with(
-            tracewire_core::error::short_type_name::<E>(),
-            err.to_string(),
+impl ConsumerInfo {
+    pub(crate) fn operation(&self, cx: Context) -> Operation<Timed> {
+        Operation::new(
+            cx,
+            self.shared.instruments.process(self.process_attrs.clone()),
         )
     }
+}
 
-    /// Records a failure with an explicit `error.type` (keep it low-cardinality) and message.
-    pub fn failed_with(
-        mut self,
-        error_type: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> Self {
-        self.error = Some((error_type.into(), message.into()));
+impl TracedConsumer {
+    /// Sends failed deliveries through `retry` (its [`RetryPolicy`](crate::RetryPolicy):
+    /// attempt limit, backoff, dead-letter queue). Without it, a failed delivery is rejected
+    /// (dead-lettered by the queue's own dead-letter exchange, if it has one).
+    pub fn with_retry(mut self, retry: RetryQueue) -> Self {
+        Arc::make_mut(&mut self.info).retry = Some(Arc::new(retry));
         self
     }
 
-    /// How the delivery is settled.
-    pub fn action(&self) -> Action {
-        self.action
+    /// The retry queue failed deliveries go through, if one is set.
+    pub fn retry(&self) -> Option<&RetryQueue> {
+        self.info.retry.as_deref()
     }
 
-    /// The recorded `error.type`, if the attempt failed.
-    pub fn error_type(&self) -> Option<&str> {
-        self.error.as_ref().map(|(t, _)| t.as_ref())
+    /// Runs `handler` inside the CONSUMER span `process {queue}` of `delivery`, then settles
+    /// the delivery (still inside the span) and ends the span.
+    ///
+    /// The span's parent is the delivery's creation context (see
+    /// [`with_parent_mode`](Self::with_parent_mode)) and it always links to it. The span is
+    /// attached on every poll of `handler`, so its `tracing` events carry the span's trace id
+    /// and spans started in it (`#[traced]` functions, HTTP calls, publishes) are its children.
+    ///
+    /// `Ok(())` acks; `Ok(outcome)` settles as the [`Outcome`] says; `Err(error)` records
+    /// `error.type`, an error status and an `exception` event and settles as
+    /// [`Outcome::Retry`]: a delayed copy through the [`with_retry`](Self::with_retry) queue
+    /// (the dead-letter queue once the attempts are used up), or a reject without one. A
+    /// panic in the handler ends the span with `error.type = "panic"`, a dropped future with
+    /// `cancelled`; the delivery is then left unsettled (the broker redelivers it when the
+    /// channel closes).
+    ///
+    /// Returns how the delivery was settled and the handler's error, or the error of the
+    /// ack/nack/reject.
+    pub async fn process<Fut, O, E>(
+        &self,
+        delivery: &TracedDelivery,
+        handler: Fut,
+    ) -> lapin::Result<Processed<E>>
+    where
+        Fut: Future<Output = Result<O, E>>,
+        O: Into<Outcome>,
+        E: fmt::Display,
+    {
+        let (cx, op) = delivery.start_process();
+        let (requested, failed) = requested(handler.with_context(cx.clone()).await);
+        let settled = settle(self.retry_on(), &delivery.delivery, requested)
+            .with_context(cx)
+            .await;
+        finish_process(op, settled, failed)
+    }
+
+    /// Runs `handler` on several deliveries inside one CONSUMER span `process {queue}` (a
+    /// child of the current context) that links every message's creation context, each link
+    /// carrying the message's `messaging.rabbitmq.message.delivery_tag`;
+    /// `messaging.batch.message_count` is set. Every delivery is then settled as for
+    /// [`process`](Self::process), still inside the span; the outcome reported is the first
+    /// delivery's.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut consumer: tracewire_amqp::TracedConsumer) -> Result<(), lapin::Error> {
+    /// let mut batch = Vec::new();
+    /// while let Some(delivery) = consumer.recv().await {
+    ///     batch.push(delivery?);
+    ///     if batch.len() == 50 {
+    ///         consumer
+    ///             .process_batch(&batch, async {
+    ///                 tracing::info!(count = batch.len(), "bulk insert");
+    ///                 Ok::<(), std::io::Error>(())
+    ///             })
+    ///             .await?;
+    ///         batch.clear();
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn process_batch<Fut, O, E>(
+        &self,
+        deliveries: &[TracedDelivery],
+        handler: Fut,
+    ) -> lapin::Result<Processed<E>>
+    where
+        Fut: Future<Output = Result<O, E>>,
+        O: Into<Outcome>,
+        E: fmt::Display,
+    {
+        let info = deliveries.first().map_or(&self.info, |d| &d.info);
+        let mut attrs = Vec::with_capacity(8);
+        attrs.extend_from_slice(&info.base_attrs);
+        attrs.push(KeyValue::new(attr::MESSAGING_OPERATION_TYPE, "process"));
+        attrs.push(KeyValue::new(attr::MESSAGING_OPERATION_NAME, "process"));
+        info.shared.push_server(&mut attrs);
+        let links = deliveries.iter().map(|d| {
+            let tag = i64::try_from(d.delivery_tag).unwrap_or(i64::MAX);
+            (
+                d.creation.clone(),
+                vec![KeyValue::new(
+                    attr::MESSAGING_RABBITMQ_MESSAGE_DELIVERY_TAG,
+                    tag,
+                )],
+            )
+        });
+        let cx = Context::map_current(|parent| {
+            start_batch_span(
+                &info.shared.tracer,
+                info.span_name.clone(),
+                links,
+                attrs,
+                parent,
+            )
+        });
+        let op = info.operation(cx.clone());
+        let (requested, failed) = requested(handler.with_context(cx.clone()).await);
+        let mut first: Option<Settled<lapin::Error>> = None;
+        for delivery in deliveries {
+            let settled = settle(self.retry_on(), &delivery.delivery, requested)
+                .with_context(cx.clone())
+                .await;
+            match &mut first {
+                None => first = Some(settled),
+                Some(first) => {
+                    if first.error.is_none() && settled.error.is_some() {
+                        first.failure = settled.failure;
+                        first.error = settled.error;
+                    }
+                }
+            }
+        }
+        let settled = first.unwrap_or_else(|| Settled::new(requested, Ok(())));
+        finish_process(op, settled, failed)
+    }
+
+    fn retry_on(&self) -> Option<(&RetryQueue, &TracedChannel)> {
+        self.retry().map(|retry| (retry, &self.info.channel))
     }
 }
 
-/// A CONSUMER span in progress (one delivery or one batch): an
-/// [`Operation`](tracewire_core::operation::Operation) that ends exactly once — in
-/// [`finish`](Self::finish), or when dropped (a panic in the handler is then recorded as
-/// `error.type = "panic"`, a dropped future as `cancelled`).
-pub struct ProcessSpan {
-    cx: Context,
-    op: Operation<Timed>,
+/// A settlement sent to the broker (or not).
+fn sent(outcome: Outcome, result: lapin::Result<()>) -> Settled<lapin::Error> {
+    Settled::new(
+        outcome,
+        result.map_err(|err| {
+            (
+                Failure::exception(lapin_error_type(&err), err.to_string()),
+                err,
+            )
+        }),
+    )
 }
 
-impl fmt::Debug for ProcessSpan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessSpan")
-            .field("span", &self.cx.span().span_context())
-            .finish_non_exhaustive()
+/// Settles `delivery` as `requested` says, through `retry` for `Retry` and `DeadLetter`.
+async fn settle(
+    retry: Option<(&RetryQueue, &TracedChannel)>,
+    delivery: &Delivery,
+    requested: Outcome,
+) -> Settled<lapin::Error> {
+    let acker = &delivery.acker;
+    let republished = match (requested, retry) {
+        (Outcome::Retry | Outcome::DeadLetter, Some((retry, channel))) => {
+            if requested == Outcome::DeadLetter {
+                retry.dead_letter(channel, delivery).await
+            } else {
+                retry.republish(channel, delivery).await
+            }
+        }
+        (Outcome::Retry | Outcome::DeadLetter, None) => {
+            return sent(Outcome::Reject, apply(Outcome::Reject, acker).await);
+        }
+        (outcome, _) => return sent(outcome, apply(outcome, acker).await),
+    };
+    match republished {
+        Ok(to) => sent(to.outcome(), apply(Outcome::Ack, acker).await),
+        // Past the last attempt without a dead-letter queue: the queue's own dead-letter
+        // exchange, if any, takes it.
+        Err(RetryError::Exhausted { .. }) => {
+            sent(Outcome::Reject, apply(Outcome::Reject, acker).await)
+        }
+        // The copy may not exist: give the original back rather than lose it.
+        Err(err) => {
+            let mut settled = sent(Outcome::Requeue, apply(Outcome::Requeue, acker).await);
+            if settled.failure.is_none() {
+                settled.failure = Some(Failure::exception(err.error_type(), err.to_string()));
+            }
+            settled
+        }
     }
 }
 
-impl ProcessSpan {
-    pub(crate) fn new(cx: Context, info: &ConsumerInfo) -> Self {
-        let measure = info.shared.instruments.process(info.process_attrs.clone());
-        Self {
-            op: Operation::new(cx.clone(), measure),
-            cx,
-        }
+/// Sends the settlement for `outcome` through `acker`. An acker that was already used is not
+/// an error (nothing is sent twice); one whose channel or connection is gone is
+/// (`InvalidChannelState`): the broker will redeliver the message.
+async fn apply(outcome: Outcome, acker: &Acker) -> lapin::Result<()> {
+    let (sent, operation) = match outcome {
+        Outcome::Requeue => (
+            acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?,
+            "basic.nack",
+        ),
+        Outcome::Reject => (
+            acker.reject(BasicRejectOptions { requeue: false }).await?,
+            "basic.reject",
+        ),
+        Outcome::Manual => return Ok(()),
+        _ => (acker.ack(BasicAckOptions::default()).await?, "basic.ack"),
+    };
+    if !sent && acker.poisoned() {
+        return Err(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+            lapin::ChannelState::Error,
+            operation,
+        )));
     }
+    Ok(())
+}
 
-    /// The context holding the span: attach it (`FutureExt::with_context`) while processing.
-    pub fn context(&self) -> &Context {
-        &self.cx
-    }
-
-    /// Records the outcome (and its error, if any) and ends the span.
-    pub fn finish(self, outcome: &Outcome) {
-        self.finish_settled(outcome, None);
-    }
-
-    pub(crate) fn finish_settled(mut self, outcome: &Outcome, settle_error: Option<&lapin::Error>) {
-        self.op.set_attribute(KeyValue::new(
-            attr::MESSAGING_OUTCOME,
-            outcome.action.as_str(),
-        ));
-        if let Some((kind, message)) = &outcome.error {
-            self.op
-                .fail(Failure::exception(kind.clone(), message.clone()));
-        }
-        if let Some(err) = settle_error {
-            self.op
-                .fail(Failure::exception(lapin_error_type(err), err.to_string()));
-        }
-        self.op.end();
+impl TracedChannel {
+    /// Starts a consumer like [`Channel::basic_consume`](lapin::Channel::basic_consume); its
+    /// deliveries carry their extracted creation context and are processed in CONSUMER spans
+    /// `process {queue}` by [`TracedConsumer::process`].
+    pub async fn basic_consume(
+        &self,
+        queue: ShortString,
+        consumer_tag: ShortString,
+        options: BasicConsumeOptions,
+        arguments: FieldTable,
+    ) -> lapin::Result<TracedConsumer> {
+        let consumer = self
+            .inner()
+            .basic_consume(queue, consumer_tag, options, arguments)
+            .await?;
+        Ok(TracedConsumer::new(consumer, self))
     }
 }

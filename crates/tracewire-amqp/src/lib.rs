@@ -6,55 +6,59 @@
 //!   context into the message headers; its [`basic_consume`](TracedChannel::basic_consume)
 //!   returns a [`TracedConsumer`].
 //! - [`TracedConsumer`] is a `Stream` of [`TracedDelivery`]: each delivery carries the context
-//!   extracted from its headers, and [`TracedDelivery::process`] runs a handler inside a
-//!   CONSUMER span `process {queue}` whose parent is that creation context (or which only links
-//!   to it, under [`ParentMode::LinkOnly`]). The handler's `tracing` events and nested spans
-//!   belong to that span; the [`Outcome`] it returns (ack, requeue, nack, reject, retry) settles
-//!   the delivery and is recorded.
-//! - [`RetryQueue`] republishes a failed message to a delay queue (TTL + dead-letter exchange
-//!   back to the work queue) in the same trace, counting attempts in
-//!   [`ATTEMPT_HEADER`].
-//! - [`process_batch`] handles several deliveries in one span that links every message.
+//!   extracted from its headers ([`TracedDelivery::context`]), and
+//!   [`TracedConsumer::process`] runs an async handler returning `Result` inside a CONSUMER
+//!   span `process {queue}` whose parent is that creation context (or which only links to it,
+//!   under [`ParentMode::LinkOnly`]). The handler's `tracing` events and nested spans belong
+//!   to that span; its result settles the delivery: `Ok(())` acks, `Ok(`[`Outcome`]`)`
+//!   chooses, `Err` goes through the retry policy.
+//! - [`RetryQueue`] (given with [`TracedConsumer::with_retry`]) republishes a failed message
+//!   to a delay queue (TTL + dead-letter exchange back to the work queue) in the same trace,
+//!   counting attempts in [`ATTEMPT_HEADER`], as its [`RetryPolicy`] says (attempt limit,
+//!   backoff, dead-letter queue).
+//! - [`TracedConsumer::process_batch`] handles several deliveries in one span that links
+//!   every message.
 //! - [`carrier`] holds the `FieldTable` injector/extractor for code that publishes or consumes
 //!   by hand.
+//!
+//! The consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
+//! `tracewire-kafka`'s: a handler written for one broker reads the same on the other.
 //!
 //! Metrics: `messaging.client.sent.messages`, `messaging.client.operation.duration`,
 //! `messaging.client.consumed.messages`, `messaging.process.duration`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use futures_util::StreamExt;
 //! use lapin::{Connection, ConnectionProperties, options::BasicConsumeOptions, types::FieldTable};
-//! use tracewire_amqp::{Outcome, TracedChannel};
+//! use tracewire_amqp::TracedChannel;
 //!
 //! let conn = Connection::connect("amqp://127.0.0.1:5672/%2f", ConnectionProperties::default()).await?;
 //! let channel = TracedChannel::new(conn.create_channel().await?);
 //! let mut consumer = channel
 //!     .basic_consume("orders".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
 //!     .await?;
-//! while let Some(delivery) = consumer.next().await {
-//!     delivery?
-//!         .process(|delivery| async move {
+//! while let Some(delivery) = consumer.recv().await {
+//!     let delivery = delivery?;
+//!     consumer
+//!         .process(&delivery, async {
 //!             tracing::info!(bytes = delivery.data.len(), "order received"); // carries the trace id
-//!             Outcome::ack()
+//!             Ok::<(), std::io::Error>(())
 //!         })
 //!         .await?;
 //! }
 //! # Ok(()) }
 //! ```
 
-mod batch;
 pub mod carrier;
 mod consume;
 mod publish;
 mod retry;
 mod shared;
 
-pub use batch::process_batch;
-pub use consume::{Action, Outcome, ProcessSpan, TracedConsumer, TracedDelivery};
+pub use consume::{TracedConsumer, TracedDelivery};
 pub use publish::{TracedChannel, TracedConfirm};
-pub use retry::{RetryError, RetryQueue};
-pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
+pub use retry::{Republished, RetryError, RetryQueue};
+pub use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome, ParentMode, Processed};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 /// The lapin version this crate is built against, so applications can name its types

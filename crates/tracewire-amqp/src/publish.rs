@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use opentelemetry::context::FutureExt as _;
@@ -18,7 +18,6 @@ use tracewire_core::messaging::{ParentMode, metric_attributes, start_producer_sp
 use tracewire_core::operation::{Failure, Operation, Timed};
 
 use crate::carrier;
-use crate::consume::TracedConsumer;
 use crate::shared::Shared;
 use crate::{SYSTEM, lapin_error_type};
 
@@ -78,8 +77,12 @@ impl TracedChannel {
     }
 
     /// The wrapped channel.
-    pub fn channel(&self) -> &Channel {
+    pub fn inner(&self) -> &Channel {
         &self.channel
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Unwraps the channel.
@@ -188,22 +191,6 @@ impl TracedChannel {
                 Err(err)
             }
         }
-    }
-
-    /// Starts a consumer like [`Channel::basic_consume`]; its deliveries carry their extracted
-    /// creation context and are processed in CONSUMER spans `process {queue}`.
-    pub async fn basic_consume(
-        &self,
-        queue: ShortString,
-        consumer_tag: ShortString,
-        options: BasicConsumeOptions,
-        arguments: FieldTable,
-    ) -> lapin::Result<TracedConsumer> {
-        let consumer = self
-            .channel
-            .basic_consume(queue, consumer_tag, options, arguments)
-            .await?;
-        Ok(TracedConsumer::with_shared(consumer, self.shared.clone()))
     }
 }
 

@@ -1,14 +1,15 @@
 //! Delayed retries through a retry queue, in the original trace.
 
-use lapin::Channel;
+use lapin::Confirmation;
 use lapin::message::Delivery;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use tracewire_core::messaging::ATTEMPT_HEADER;
+use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome};
 use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 use crate::carrier::{self, DELIVERY_COUNT_HEADER, X_DEATH_HEADER};
-use crate::publish::{TracedChannel, TracedConfirm};
+use crate::lapin_error_type;
+use crate::publish::TracedChannel;
 
 /// Why a retry was not republished.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +18,9 @@ pub enum RetryError {
     /// A queue name is longer than AMQP allows (255 bytes).
     #[error("queue name is {0} bytes long; AMQP allows at most 255")]
     NameTooLong(usize),
-    /// The message already had its last allowed attempt: settle it otherwise (for example
-    /// [`Outcome::nack`](crate::Outcome::nack), which dead-letters it where configured).
+    /// The message already had its last allowed attempt and the policy names no dead-letter
+    /// queue: [`TracedConsumer::process`](crate::TracedConsumer::process) then rejects it
+    /// (dead-lettered by the work queue's own dead-letter exchange, where configured).
     #[error("attempt {attempt} would exceed the limit of {max} attempts")]
     Exhausted {
         /// The attempt a retry would have been.
@@ -29,34 +31,68 @@ pub enum RetryError {
     /// The broker refused the publish.
     #[error("republishing for retry failed: {0}")]
     Publish(#[from] lapin::Error),
+    /// The broker did not confirm the copy (a negative confirmation, or a message returned as
+    /// unroutable).
+    #[error("the broker did not confirm the retry copy")]
+    NotConfirmed,
+}
+
+impl RetryError {
+    /// A low-cardinality `error.type` for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            RetryError::NameTooLong(_) => "name_too_long",
+            RetryError::Exhausted { .. } => "exhausted",
+            RetryError::Publish(err) => lapin_error_type(err),
+            RetryError::NotConfirmed => "not_confirmed",
+        }
+    }
+}
+
+/// Where [`RetryQueue`] republished a failed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Republished {
+    /// The retry or dead-letter queue.
+    pub queue: String,
+    /// The attempt number written into the copy's attempt header.
+    pub attempt: u32,
+    /// Whether this is the dead-letter queue.
+    pub dead_letter: bool,
+}
+
+impl Republished {
+    /// The outcome of the failed attempt: [`Outcome::Retry`] or [`Outcome::DeadLetter`].
+    pub fn outcome(&self) -> Outcome {
+        Outcome::republished(self.dead_letter)
+    }
 }
 
 /// The common RabbitMQ delayed-retry pattern, bounded by a [`RetryPolicy`]: a failed message is
 /// republished to a retry queue where it expires after the policy's backoff for that attempt
 /// (per-message `expiration`) and is dead-lettered (through the default exchange) back to the
 /// work queue. Once the policy's attempts are used up, the message goes to the policy's
-/// dead-letter queue, or [`republish`](Self::republish) returns [`RetryError::Exhausted`]
-/// (settle it with [`Outcome::nack`](crate::Outcome::nack) to use the work queue's own
-/// dead-letter exchange).
+/// dead-letter queue, or [`republish`](Self::republish) returns [`RetryError::Exhausted`].
+///
+/// Give it to the consumer with
+/// [`TracedConsumer::with_retry`](crate::TracedConsumer::with_retry): a handler's `Err` (or
+/// [`Outcome::Retry`]) then goes through it, republished on the consumer's channel, and the
+/// original is acked once the broker confirmed the copy (put the channel in confirm mode for
+/// that to mean something).
 ///
 /// RabbitMQ expires messages only at the head of a queue: a retry with a short delay waits
 /// behind one with a longer delay. The backoff is a lower bound, never a busy loop.
 ///
-/// [`republish`](Self::republish) keeps the message's trace: called inside
-/// [`TracedDelivery::process`](crate::TracedDelivery::process), its PRODUCER span is a child
-/// of the failed attempt's process span, and that span's context is what the copy carries, so
+/// The republish keeps the message's trace: it runs inside the failed attempt's process span,
+/// so its PRODUCER span is that span's child and its context is what the copy carries:
 /// producer → attempt 1 → retry publish → attempt 2 is one causal chain. The copy's
 /// [`ATTEMPT_HEADER`] is the failed attempt's number plus one, and is recorded as
 /// `messaging.message.attempt` on the retry's PRODUCER span and on the next process span.
 ///
 /// ```no_run
-/// # async fn demo(channel: tracewire_amqp::TracedChannel, delivery: tracewire_amqp::TracedDelivery)
-/// # -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(channel: tracewire_amqp::TracedChannel) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use lapin::options::QueueDeclareOptions;
-/// use tracewire_amqp::{Outcome, RetryQueue};
-///
-/// use tracewire_amqp::RetryPolicy;
+/// use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+/// use tracewire_amqp::{RetryPolicy, RetryQueue};
 ///
 /// let policy = RetryPolicy::new()
 ///     .max_attempts(5)
@@ -64,21 +100,19 @@ pub enum RetryError {
 ///     .dead_letter("orders.dead");
 /// let retry = RetryQueue::new("orders", policy)?;
 /// retry.declare(&channel, QueueDeclareOptions { durable: true, ..Default::default() }).await?;
-/// delivery
-///     .process(|d| async move {
-///         let err = std::io::Error::other("payment service unavailable");
-///         // a delayed retry, or the dead-letter queue after the last attempt
-///         let republished = match retry.republish(&channel, &d).await {
-///             Ok(confirm) => confirm.await.is_ok(),
-///             Err(_) => false,
-///         };
-///         if republished {
-///             Outcome::retried().failed(&err)
-///         } else {
-///             Outcome::nack().failed(&err) // dead-lettered where configured
-///         }
-///     })
-///     .await?;
+/// let mut consumer = channel
+///     .basic_consume("orders".into(), "".into(), BasicConsumeOptions::default(), Default::default())
+///     .await?
+///     .with_retry(retry);
+/// while let Some(delivery) = consumer.recv().await {
+///     let delivery = delivery?;
+///     consumer
+///         .process(&delivery, async {
+///             // an Err: a delayed retry, or the dead-letter queue after the last attempt
+///             Err::<(), _>(std::io::Error::other("payment service unavailable"))
+///         })
+///         .await?;
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -144,11 +178,11 @@ impl RetryQueue {
         args
     }
 
-    /// Declares the retry queue with [`arguments`](Self::arguments). The work queue is yours to
-    /// declare.
+    /// Declares the retry queue with [`arguments`](Self::arguments). The work queue and the
+    /// dead-letter queue are yours to declare.
     pub async fn declare(
         &self,
-        channel: &Channel,
+        channel: &lapin::Channel,
         options: QueueDeclareOptions,
     ) -> lapin::Result<()> {
         channel
@@ -163,33 +197,68 @@ impl RetryQueue {
             .next(carrier::attempt(delivery.properties.headers().as_ref()))
     }
 
-    /// Republishes a copy of `delivery` (body and properties) to the retry queue — or, past
-    /// the policy's last attempt, to its dead-letter queue — with the attempt header incremented
-    /// (kept for a dead letter), the backoff as the copy's `expiration` and the current trace context; the broker's own bookkeeping
-    /// headers (`x-death`, `x-first-death-*`, `x-last-death-*`, `x-delivery-count`) describe the
-    /// old copy and are left out. Await the returned confirmation before settling the original
-    /// with [`Outcome::retried`](crate::Outcome::retried).
+    /// Republishes a copy of `delivery` (body and properties), as a child of the current
+    /// context, to the retry queue — or, past the policy's last attempt, to its dead-letter
+    /// queue — and waits for the broker's confirmation. The copy has the attempt header
+    /// incremented (kept for a dead letter), the backoff as its `expiration` and the current
+    /// trace context; the broker's own bookkeeping headers (`x-death`, `x-first-death-*`,
+    /// `x-last-death-*`, `x-delivery-count`) describe the old copy and are left out. Settle
+    /// the original afterwards ([`TracedConsumer::process`](crate::TracedConsumer::process)
+    /// does all of this).
     pub async fn republish(
         &self,
         channel: &TracedChannel,
         delivery: &Delivery,
-    ) -> Result<TracedConfirm, RetryError> {
-        let (attempt, queue, expiration) = match self.next_step(delivery) {
-            RetryStep::Retry { attempt, delay } => (
-                attempt,
-                self.retry_queue.clone(),
-                Some(delay.as_millis().to_string()),
-            ),
-            RetryStep::DeadLetter { attempts } => match &self.dead_letter_queue {
-                Some(queue) => (attempts, queue.clone(), None),
-                None => {
-                    return Err(RetryError::Exhausted {
-                        attempt: attempts.saturating_add(1),
-                        max: self.policy.attempt_limit(),
-                    });
-                }
-            },
-        };
+    ) -> Result<Republished, RetryError> {
+        match self.next_step(delivery) {
+            RetryStep::Retry { attempt, delay } => {
+                let expiration = Some(delay.as_millis().to_string());
+                let queue = self.retry_queue.clone();
+                self.send(channel, delivery, queue, attempt, expiration, false)
+                    .await
+            }
+            RetryStep::DeadLetter { attempts } => self.send_dead(channel, delivery, attempts).await,
+        }
+    }
+
+    /// Republishes a copy of `delivery` to the policy's dead-letter queue at once, whatever
+    /// its attempt ([`RetryError::Exhausted`] when the policy names none).
+    pub async fn dead_letter(
+        &self,
+        channel: &TracedChannel,
+        delivery: &Delivery,
+    ) -> Result<Republished, RetryError> {
+        let attempt = carrier::attempt(delivery.properties.headers().as_ref());
+        self.send_dead(channel, delivery, attempt).await
+    }
+
+    async fn send_dead(
+        &self,
+        channel: &TracedChannel,
+        delivery: &Delivery,
+        attempts: u32,
+    ) -> Result<Republished, RetryError> {
+        match &self.dead_letter_queue {
+            Some(queue) => {
+                self.send(channel, delivery, queue.clone(), attempts, None, true)
+                    .await
+            }
+            None => Err(RetryError::Exhausted {
+                attempt: attempts.saturating_add(1),
+                max: self.policy.attempt_limit(),
+            }),
+        }
+    }
+
+    async fn send(
+        &self,
+        channel: &TracedChannel,
+        delivery: &Delivery,
+        queue: ShortString,
+        attempt: u32,
+        expiration: Option<String>,
+        dead_letter: bool,
+    ) -> Result<Republished, RetryError> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         let broker_owned = |k: &str| {
             k == X_DEATH_HEADER
@@ -211,13 +280,20 @@ impl RetryQueue {
         let confirm = channel
             .publish_inner(
                 ShortString::default(),
-                queue,
+                queue.clone(),
                 BasicPublishOptions::default(),
                 &delivery.data,
                 properties,
                 Some(attempt),
             )
             .await?;
-        Ok(confirm)
+        match confirm.await? {
+            Confirmation::Nack(_) | Confirmation::Ack(Some(_)) => Err(RetryError::NotConfirmed),
+            _ => Ok(Republished {
+                queue: queue.as_str().to_owned(),
+                attempt,
+                dead_letter,
+            }),
+        }
     }
 }

@@ -2,12 +2,14 @@
 
 mod support;
 
+use std::convert::Infallible;
+
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt};
-use tracewire_amqp::{Outcome, process_batch};
+use tracewire_amqp::Outcome;
 use tracewire_test::Capture;
 
 use support::*;
@@ -45,14 +47,15 @@ async fn batch_span_links_every_message() {
         deliveries.push(next(&mut consumer).await);
     }
     let tags: Vec<u64> = deliveries.iter().map(|d| d.delivery_tag).collect();
-    let outcome = process_batch(deliveries, |batch| async move {
-        assert_eq!(batch.len(), 3);
-        tracing::info!(count = batch.len(), "bulk insert");
-        Outcome::ack()
-    })
-    .await
-    .expect("ack all");
-    assert_eq!(outcome, Outcome::ack());
+    let processed = consumer
+        .process_batch(&deliveries, async {
+            assert_eq!(deliveries.len(), 3);
+            tracing::info!(count = deliveries.len(), "bulk insert");
+            Ok::<(), Infallible>(())
+        })
+        .await
+        .expect("ack all");
+    assert_eq!(processed.outcome(), Outcome::Ack);
 
     let span = capture.span(&format!("process {queue}"));
     assert_eq!(span.span_kind, SpanKind::Consumer);
@@ -112,7 +115,8 @@ async fn batch_span_is_a_child_of_the_current_context() {
     let mut consumer = consume(&channel, &queue).await;
     let delivery = next(&mut consumer).await;
     let poll = root_span("poll loop");
-    process_batch(vec![delivery], |_| async { Outcome::requeue() })
+    consumer
+        .process_batch(&[delivery], async { Ok::<_, Infallible>(Outcome::Requeue) })
         .with_context(poll.clone())
         .await
         .expect("requeue");

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::convert::Infallible;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,6 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{Status, TraceContextExt};
-use tracewire_amqp::Outcome;
 use tracewire_test::Capture;
 
 use futures_util::StreamExt;
@@ -132,13 +132,13 @@ async fn connection_drop_surfaces_as_an_error_and_keeps_received_contexts() {
     // The deliveries received before the drop still carry their creation context, and can
     // still be processed in their trace; the ack cannot reach the broker and says so.
     for (delivery, producer) in held.into_iter().zip(&producers) {
-        let creation = delivery.creation_context().span().span_context().clone();
+        let creation = delivery.context().span().span_context().clone();
         assert_eq!(creation.trace_id(), producer.trace_id());
         assert_eq!(creation.span_id(), producer.span_id());
-        let result = delivery
-            .process(|_| async {
+        let result = consumer
+            .process(&delivery, async {
                 tracing::info!("processing after the drop");
-                Outcome::ack()
+                Ok::<(), Infallible>(())
             })
             .await;
         let err = result.expect_err("ack on a dead connection must fail");

@@ -2,11 +2,12 @@
 
 mod support;
 
+use std::convert::Infallible;
+
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString};
 use opentelemetry::trace::{SpanId, TraceContextExt};
-use tracewire_amqp::Outcome;
 use tracewire_test::Capture;
 
 use support::*;
@@ -61,17 +62,17 @@ async fn plain_client_traceparent_is_continued() {
         let delivery = next(&mut consumer).await;
         assert_eq!(
             delivery
-                .creation_context()
+                .context()
                 .span()
                 .span_context()
                 .trace_id()
                 .to_string(),
             TRACE
         );
-        delivery
-            .process(|_| async {
+        consumer
+            .process(&delivery, async {
                 tracing::info!("plain message handled");
-                Outcome::ack()
+                Ok::<(), Infallible>(())
             })
             .await
             .expect("ack");
@@ -177,11 +178,11 @@ async fn bad_trace_headers_start_a_fresh_trace_and_are_counted() {
     for (name, _) in &cases {
         let delivery = next(&mut consumer).await;
         assert!(
-            !delivery.creation_context().span().span_context().is_valid(),
+            !delivery.context().span().span_context().is_valid(),
             "{name}: no context expected"
         );
-        delivery
-            .process(|_| async { Outcome::ack() })
+        consumer
+            .process(&delivery, async { Ok::<(), Infallible>(()) })
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -193,10 +194,11 @@ async fn bad_trace_headers_start_a_fresh_trace_and_are_counted() {
     );
     assert!(headers.contains_key(ShortString255::key().as_str()));
     assert_eq!(
-        opentelemetry::baggage::BaggageExt::baggage(last.creation_context()).len(),
+        opentelemetry::baggage::BaggageExt::baggage(last.context()).len(),
         0
     );
-    last.process(|_| async { Outcome::ack() })
+    consumer
+        .process(&last, async { Ok::<(), Infallible>(()) })
         .await
         .expect("ack");
 
@@ -239,7 +241,22 @@ impl ShortString255 {
 #[test]
 fn injecting_into_a_table_never_panics_on_long_keys() {
     use opentelemetry::propagation::Injector;
+    let capture = Capture::install();
     let mut table = FieldTable::default();
-    tracewire_amqp::carrier::FieldTableInjector(&mut table).set(&"k".repeat(256), "v".into());
-    assert!(table.inner().is_empty());
+    let mut injector = tracewire_amqp::carrier::FieldTableInjector(&mut table);
+    injector.set(&"k".repeat(256), "v".into());
+    injector.set(&"k".repeat(255), "v".into());
+    assert_eq!(
+        table.inner().len(),
+        1,
+        "the 255-byte key fits, the 256-byte one is skipped"
+    );
+    assert_eq!(
+        total(
+            &capture,
+            "tracewire.propagation.rejected",
+            &[("carrier", "amqp"), ("reason", "unrepresentable")]
+        ),
+        1.0
+    );
 }

@@ -2,6 +2,10 @@
 
 mod support;
 
+use std::convert::Infallible;
+
+use futures_util::FutureExt as _;
+
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -71,24 +75,24 @@ async fn consume_continues_the_producer_trace() {
     assert!(!headers.contains_key("baggage"), "stale baggage kept");
 
     // The delivery exposes the creation context (the producer span, remote).
-    let creation = delivery.creation_context().span().span_context().clone();
+    let creation = delivery.context().span().span_context().clone();
     assert!(creation.is_remote());
     assert_eq!(creation.trace_id().to_string(), hex_trace(&root));
     assert_eq!(creation.span_id().to_string(), hex_span(&producer_cx));
     assert_eq!(delivery.attempt(), 1);
     assert!(!delivery.redelivered());
 
-    let outcome = delivery
-        .process(|d| async move {
-            assert_eq!(d.data, payload);
+    let processed = consumer
+        .process(&delivery, async {
+            assert_eq!(delivery.data, payload);
             tracing::info!(order = 42, "order handled");
             let tracer = tracewire_core::tracer();
             tracer.in_span("save order", |_| {});
-            Outcome::ack()
+            Ok::<(), Infallible>(())
         })
         .await
         .expect("ack");
-    assert_eq!(outcome, Outcome::ack());
+    assert_eq!(processed.outcome(), Outcome::Ack);
 
     let trace_id = hex_trace(&root);
     let root_data = capture.span("checkout");
@@ -144,7 +148,7 @@ async fn consume_continues_the_producer_trace() {
             opentelemetry::KeyValue::new("messaging.rabbitmq.message.delivery_tag", 1i64),
             opentelemetry::KeyValue::new("messaging.message.id", "m-1"),
             opentelemetry::KeyValue::new("messaging.message.body.size", body_size),
-            opentelemetry::KeyValue::new("messaging.message.redelivered", false),
+            opentelemetry::KeyValue::new("messaging.rabbitmq.message.redelivered", false),
             opentelemetry::KeyValue::new("messaging.message.attempt", 1i64),
             opentelemetry::KeyValue::new("messaging.message.outcome", "ack"),
             opentelemetry::KeyValue::new("server.address", "127.0.0.1"),
@@ -229,9 +233,9 @@ async fn link_only_mode_starts_a_new_trace_linked_to_the_producer() {
     confirm.await.expect("confirm");
 
     let mut consumer = consume(&channel, &queue).await;
-    next(&mut consumer)
-        .await
-        .process(|_| async { Outcome::ack() })
+    let delivery = next(&mut consumer).await;
+    consumer
+        .process(&delivery, async { Ok::<(), Infallible>(()) })
         .await
         .expect("ack");
 
@@ -267,15 +271,22 @@ async fn failed_handler_is_recorded_and_the_message_rejected() {
 
     publish_confirmed(&channel, &queue, b"x").await;
     let mut consumer = consume(&channel, &queue).await;
-    let outcome = next(&mut consumer)
-        .await
-        .process(|_| async {
-            let err = std::io::Error::other("inventory service down");
-            Outcome::reject().failed(&err)
+    let delivery = next(&mut consumer).await;
+    let processed = consumer
+        .process(&delivery, async {
+            Err::<(), _>(std::io::Error::other("inventory service down"))
         })
         .await
         .expect("reject");
-    assert_eq!(outcome.error_type(), Some("std::io::error::Error"));
+    assert_eq!(
+        processed.outcome(),
+        Outcome::Reject,
+        "without a retry queue a failed delivery is rejected"
+    );
+    assert_eq!(
+        processed.error().map(ToString::to_string).as_deref(),
+        Some("inventory service down")
+    );
 
     let process = capture.span(&format!("process {queue}"));
     assert_eq!(
@@ -412,14 +423,15 @@ async fn panicking_handler_ends_the_span_as_an_error() {
     publish_confirmed(&channel, &queue, b"x").await;
     let mut consumer = consume(&channel, &queue).await;
     let delivery = next(&mut consumer).await;
-    let joined = tokio::spawn(delivery.process(|_| async {
+    let caught = std::panic::AssertUnwindSafe(consumer.process(&delivery, async {
         if std::hint::black_box(true) {
             panic!("handler bug");
         }
-        Outcome::ack()
+        Ok::<(), Infallible>(())
     }))
+    .catch_unwind()
     .await;
-    assert!(joined.expect_err("the panic reaches the caller").is_panic());
+    assert!(caught.is_err(), "the panic reaches the caller");
 
     let process = capture.span(&format!("process {queue}"));
     assert_eq!(attr(&process, "error.type"), s("panic"));
@@ -431,4 +443,62 @@ async fn panicking_handler_ends_the_span_as_an_error() {
         again.is_err(),
         "nothing else is delivered while it is unacked"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_outcome_leaves_settling_to_the_handler() {
+    let capture = Capture::install();
+    let conn = connect().await;
+    let channel = traced_channel(&conn).await;
+    let queue = unique("manual");
+    declare_kept_queue(&channel, &queue).await;
+    publish_confirmed(&channel, &queue, b"x").await;
+    publish_confirmed(&channel, &queue, b"y").await;
+    let mut consumer = consume(&channel, &queue).await;
+    // The first delivery the handler acks itself; the second it leaves unsettled.
+    for settle in [true, false] {
+        let delivery = next(&mut consumer).await;
+        let processed = consumer
+            .process(&delivery, async {
+                if settle {
+                    delivery
+                        .acker
+                        .ack(lapin::options::BasicAckOptions::default())
+                        .await?;
+                }
+                Ok::<_, lapin::Error>(Outcome::Manual)
+            })
+            .await
+            .expect("nothing to settle");
+        assert_eq!(processed.outcome(), Outcome::Manual);
+    }
+    let spans = capture.spans_named(&format!("process {queue}"));
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        assert_eq!(attr(span, "messaging.message.outcome"), s("manual"));
+        assert!(!has_attr(span, "error.type"));
+    }
+    // Nothing was sent for the second: it returns to the queue when its channel closes.
+    drop(consumer);
+    channel
+        .close(200, "done".into())
+        .await
+        .expect("close the channel");
+    let other = traced_channel(&conn).await;
+    let left = other
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare");
+    assert_eq!(left.message_count(), 1);
+    other
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .expect("queue_delete");
 }

@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::convert::Infallible;
+use std::fmt;
 use std::time::Duration;
 
 use lapin::BasicProperties;
@@ -14,6 +16,16 @@ use tracewire_amqp::{ATTEMPT_HEADER, Outcome, RetryError, RetryPolicy, RetryQueu
 use tracewire_test::Capture;
 
 use support::*;
+
+/// A handler error that retrying cannot fix.
+#[derive(Debug)]
+struct Poison;
+
+impl fmt::Display for Poison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cannot parse")
+    }
+}
 
 async fn publish_in(channel: &TracedChannel, queue: &str, root: &opentelemetry::Context) {
     channel
@@ -44,14 +56,15 @@ async fn requeued_message_is_redelivered_in_the_same_trace() {
     let mut consumer = consume(&channel, &queue).await;
     let first = next(&mut consumer).await;
     assert!(!first.redelivered());
-    first
-        .process(|_| async { Outcome::requeue().failed_with("timeout", "db timed out") })
+    let processed = consumer
+        .process(&first, async { Ok::<_, Infallible>(Outcome::Requeue) })
         .await
         .expect("nack");
+    assert_eq!(processed.outcome(), Outcome::Requeue);
     let second = next(&mut consumer).await;
     assert!(second.redelivered());
-    second
-        .process(|_| async { Outcome::ack() })
+    consumer
+        .process(&second, async { Ok::<(), Infallible>(()) })
         .await
         .expect("ack");
 
@@ -63,10 +76,16 @@ async fn requeued_message_is_redelivered_in_the_same_trace() {
         assert_eq!(span.parent_span_id, producer.span_context.span_id());
         assert_eq!(attr(span, "messaging.message.attempt"), i(1));
     }
-    assert_eq!(attr(&spans[0], "messaging.message.redelivered"), b(false));
+    assert_eq!(
+        attr(&spans[0], "messaging.rabbitmq.message.redelivered"),
+        b(false)
+    );
     assert_eq!(attr(&spans[0], "messaging.message.outcome"), s("requeue"));
-    assert_eq!(attr(&spans[0], "error.type"), s("timeout"));
-    assert_eq!(attr(&spans[1], "messaging.message.redelivered"), b(true));
+    assert!(!has_attr(&spans[0], "error.type"));
+    assert_eq!(
+        attr(&spans[1], "messaging.rabbitmq.message.redelivered"),
+        b(true)
+    );
     assert_eq!(attr(&spans[1], "messaging.message.outcome"), s("ack"));
     assert!(!has_attr(&spans[1], "error.type"));
     assert_eq!(
@@ -106,12 +125,12 @@ async fn quorum_queue_redeliveries_count_attempts() {
         let delivery = next(&mut consumer).await;
         assert_eq!(delivery.attempt(), attempt);
         let outcome = if attempt < 3 {
-            Outcome::requeue()
+            Outcome::Requeue
         } else {
-            Outcome::ack()
+            Outcome::Ack
         };
-        delivery
-            .process(|_| async { outcome })
+        consumer
+            .process(&delivery, async { Ok::<_, Infallible>(outcome) })
             .await
             .expect("settle");
     }
@@ -155,12 +174,15 @@ async fn dead_lettered_message_keeps_its_context_and_x_death() {
     let root = root_span("enqueue");
     publish_in(&channel, &queue, &root).await;
 
+    // Without a retry queue, a failed delivery is rejected: the work queue's dead-letter
+    // exchange takes it.
     let mut work = consume(&channel, &queue).await;
-    next(&mut work)
+    let failed = next(&mut work).await;
+    let processed = work
+        .process(&failed, async { Err::<(), _>(Poison) })
         .await
-        .process(|_| async { Outcome::nack().failed_with("poison", "cannot parse") })
-        .await
-        .expect("nack");
+        .expect("reject");
+    assert_eq!(processed.outcome(), Outcome::Reject);
 
     let mut dead = consume(&channel, &dlq).await;
     let delivery = next(&mut dead).await;
@@ -170,18 +192,17 @@ async fn dead_lettered_message_keeps_its_context_and_x_death() {
     assert_eq!(header_text(&death, "reason").as_deref(), Some("rejected"));
     let producer = capture.span(&format!("publish {queue}"));
     assert_eq!(
-        delivery.creation_context().span().span_context().span_id(),
+        delivery.context().span().span_context().span_id(),
         producer.span_context.span_id()
     );
-    delivery
-        .process(|_| async { Outcome::ack() })
+    dead.process(&delivery, async { Ok::<(), Infallible>(()) })
         .await
         .expect("ack");
 
     let failed = capture.span(&format!("process {queue}"));
     let dead_span = capture.span(&format!("process {dlq}"));
-    assert_eq!(attr(&failed, "messaging.message.outcome"), s("nack"));
-    assert_eq!(attr(&failed, "error.type"), s("poison"));
+    assert_eq!(attr(&failed, "messaging.message.outcome"), s("reject"));
+    assert_eq!(attr(&failed, "error.type"), s("Poison"));
     assert_eq!(
         dead_span.span_context.trace_id().to_string(),
         hex_trace(&root)
@@ -238,7 +259,7 @@ async fn retry_queue_keeps_one_causal_chain_and_counts_attempts() {
     publish_in(&channel, &queue, &root).await;
 
     // Every attempt fails; the third one is the last allowed and goes to the dead letters.
-    let mut consumer = consume(&channel, &queue).await;
+    let mut consumer = consume(&channel, &queue).await.with_retry(retry.clone());
     for attempt in 1..=3u32 {
         let delivery = next(&mut consumer).await;
         assert_eq!(delivery.attempt(), attempt);
@@ -252,24 +273,20 @@ async fn retry_queue_keeps_one_causal_chain_and_counts_attempts() {
                 Some(retry.retry_queue().to_owned())
             );
         }
-        let ch = channel.clone();
-        let retry = retry.clone();
-        delivery
-            .process(|d| async move {
-                let err = std::io::Error::other("payment service unavailable");
-                match retry.republish(&ch, &d).await {
-                    Ok(confirm) => {
-                        confirm.await.expect("retry confirm");
-                        Outcome::retried().failed(&err)
-                    }
-                    Err(RetryError::Exhausted { attempt: 4, max: 3 }) => {
-                        Outcome::nack().failed(&err)
-                    }
-                    Err(other) => panic!("unexpected retry error {other}"),
-                }
+        let processed = consumer
+            .process(&delivery, async {
+                Err::<(), _>(std::io::Error::other("payment service unavailable"))
             })
             .await
             .expect("settle");
+        // Past the last attempt, without a dead-letter queue in the policy: rejected, and the
+        // work queue's dead-letter exchange takes it.
+        let expected = if attempt < 3 {
+            Outcome::Retry
+        } else {
+            Outcome::Reject
+        };
+        assert_eq!(processed.outcome(), expected);
     }
 
     let mut dead = consume(&channel, &dlq).await;
@@ -281,7 +298,7 @@ async fn retry_queue_keeps_one_causal_chain_and_counts_attempts() {
         Some(queue.clone())
     );
     assert_eq!(last.attempt(), 3);
-    last.process(|_| async { Outcome::ack() })
+    dead.process(&last, async { Ok::<(), Infallible>(()) })
         .await
         .expect("ack");
     channel
@@ -290,7 +307,7 @@ async fn retry_queue_keeps_one_causal_chain_and_counts_attempts() {
         .expect("delete retry queue");
 
     // producer → attempt 1 → retry publish (attempt 2) → attempt 2 → retry publish (attempt 3)
-    // → attempt 3 (nack) → dead-letter processing: one trace, one causal chain.
+    // → attempt 3 (reject) → dead-letter processing: one trace, one causal chain.
     let spans = capture.spans();
     let trace = hex_trace(&root);
     for span in spans.iter().filter(|s| s.name != "enqueue") {
@@ -318,7 +335,7 @@ async fn retry_queue_keeps_one_causal_chain_and_counts_attempts() {
     assert_eq!(dead_span.parent_span_id, r3.span_context.span_id());
     assert_eq!(attr(&dead_span, "messaging.message.attempt"), i(3));
 
-    for (span, outcome) in [(&p1, "retry"), (&p2, "retry"), (&p3, "nack")] {
+    for (span, outcome) in [(&p1, "retry"), (&p2, "retry"), (&p3, "reject")] {
         assert_eq!(attr(span, "messaging.message.outcome"), s(outcome));
         assert_eq!(attr(span, "error.type"), s("std::io::error::Error"));
     }

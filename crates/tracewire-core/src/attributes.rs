@@ -27,10 +27,12 @@ pub const REQUEST_ID: &str = "http.request.id";
 /// How many times a message has been tried, on consumer and retry-producer spans (1 = first).
 pub const MESSAGING_ATTEMPT: &str = "messaging.message.attempt";
 
-/// Whether the broker redelivered this message (set on consumer spans when known).
-pub const MESSAGING_REDELIVERED: &str = "messaging.message.redelivered";
+/// Whether RabbitMQ redelivered this message (its `redelivered` flag, on process spans; Kafka
+/// cannot tell).
+pub const MESSAGING_REDELIVERED: &str = "messaging.rabbitmq.message.redelivered";
 
-/// How a consumer settled a message: `ack`, `nack`, `requeue`, `reject`, `commit`, …
+/// How a consumer settled a message: the [`Outcome`](crate::messaging::Outcome) names `ack`,
+/// `retry`, `dead_letter`, `reject`, `requeue`, `manual`.
 pub const MESSAGING_OUTCOME: &str = "messaging.message.outcome";
 
 /// Span events recording an error are named so, per the exception conventions.

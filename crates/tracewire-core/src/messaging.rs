@@ -18,7 +18,7 @@ use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::metric as semconv;
 
-use crate::operation::Timed;
+use crate::operation::{Failure, Operation, Timed};
 use crate::propagation::remote_span_context;
 
 /// Header carrying the attempt number of a message (`1` for the first delivery, absent on
@@ -234,4 +234,181 @@ where
         .with_links(links)
         .start_with_context(tracer, parent);
     parent.with_span(span)
+}
+
+/// How a consumed message is settled once its handler is done: the same outcomes, under the
+/// same names, for every broker. The value is recorded on the process span as
+/// `messaging.message.outcome` ([`as_str`](Self::as_str)).
+///
+/// A handler returns `Ok(())` (acknowledge), `Ok(outcome)` to choose, or `Err(error)`, which
+/// is settled as [`Outcome::Retry`]: through the consumer's retry policy — a delayed retry
+/// with an attempt limit, then the dead-letter destination — never an immediate redelivery.
+///
+/// | outcome | RabbitMQ | Kafka |
+/// |---|---|---|
+/// | `Ack` | `basic.ack` | offset committed (when the consumer commits) |
+/// | `Retry` | a copy to the retry queue (dead-letter queue once the attempts are used up), original acked | a copy to the retry topic (dead-letter topic once the attempts are used up), offset committed |
+/// | `DeadLetter` | a copy to the dead-letter queue, original acked | a copy to the dead-letter topic, offset committed |
+/// | `Reject` | `basic.reject` without requeue (the queue's own dead-letter exchange, if any) | offset committed, nothing republished |
+/// | `Requeue` | `basic.nack` with requeue: redelivered at once, without limit | offset not committed: consumed again after a restart or rebalance |
+/// | `Manual` | nothing: the handler settled it | nothing: the handler committed it |
+///
+/// `Retry` and `DeadLetter` on a consumer without a retry destination settle as `Reject`.
+///
+/// ```
+/// use tracewire_core::messaging::Outcome;
+/// assert_eq!(Outcome::from(()), Outcome::Ack);
+/// assert_eq!(Outcome::DeadLetter.as_str(), "dead_letter");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Done: acknowledge.
+    Ack,
+    /// Failed: retry as the consumer's retry policy says (delay, attempt limit, dead letter).
+    Retry,
+    /// Failed for good: to the dead-letter destination at once.
+    DeadLetter,
+    /// Drop it (dead-lettered by the broker where the queue is configured so).
+    Reject,
+    /// Give it back to the broker at once, without a delay or a limit. Prefer
+    /// [`Retry`](Self::Retry): a persistent failure requeued turns into a redelivery loop.
+    Requeue,
+    /// The handler settled the message itself; nothing is sent.
+    Manual,
+}
+
+impl Outcome {
+    /// The outcome of a failed attempt whose message was republished: [`Outcome::DeadLetter`]
+    /// to the dead-letter destination, [`Outcome::Retry`] otherwise.
+    pub fn republished(dead_letter: bool) -> Self {
+        if dead_letter {
+            Outcome::DeadLetter
+        } else {
+            Outcome::Retry
+        }
+    }
+
+    /// The value of `messaging.message.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ack => "ack",
+            Outcome::Retry => "retry",
+            Outcome::DeadLetter => "dead_letter",
+            Outcome::Reject => "reject",
+            Outcome::Requeue => "requeue",
+            Outcome::Manual => "manual",
+        }
+    }
+}
+
+impl From<()> for Outcome {
+    fn from((): ()) -> Self {
+        Outcome::Ack
+    }
+}
+
+/// What a consumer's `process` did with a message (or a batch): the outcome it settled with
+/// and the handler's error, if the handler failed.
+#[derive(Debug)]
+pub struct Processed<E> {
+    outcome: Outcome,
+    error: Option<E>,
+}
+
+impl<E> Processed<E> {
+    /// Builds the report of one processing.
+    pub fn new(outcome: Outcome, error: Option<E>) -> Self {
+        Self { outcome, error }
+    }
+
+    /// How the message was settled (a `Retry` whose attempts were used up reads `DeadLetter`,
+    /// a `Retry` without a retry destination `Reject`).
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The handler's error, if it failed.
+    pub fn error(&self) -> Option<&E> {
+        self.error.as_ref()
+    }
+
+    /// Whether the handler succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The handler's error, if it failed.
+    pub fn into_error(self) -> Option<E> {
+        self.error
+    }
+}
+
+/// Splits a handler's result into the outcome it asks for, the [`Failure`] to record and the
+/// error to hand back: `Ok(o)` asks for `o.into()`, `Err(e)` for [`Outcome::Retry`].
+pub fn requested<O: Into<Outcome>, E: std::fmt::Display>(
+    result: Result<O, E>,
+) -> (Outcome, Option<(Failure, E)>) {
+    match result {
+        Ok(outcome) => (outcome.into(), None),
+        Err(error) => (Outcome::Retry, Some((Failure::from_error(&error), error))),
+    }
+}
+
+/// How a broker settled a message (or a batch): the [`Outcome`] it settled with, the
+/// [`Failure`] to record when settling went wrong (a refused retry copy, a closed channel, a
+/// refused commit), and the broker error to hand back, if any.
+#[derive(Debug)]
+pub struct Settled<B> {
+    /// The outcome the message was settled with.
+    pub outcome: Outcome,
+    /// What went wrong while settling, recorded on the process span.
+    pub failure: Option<Failure>,
+    /// The broker error `process` returns.
+    pub error: Option<B>,
+}
+
+impl<B> Settled<B> {
+    /// Settled as `outcome`, or failed with `error` (recorded as `failure`).
+    pub fn new(outcome: Outcome, result: Result<(), (Failure, B)>) -> Self {
+        match result {
+            Ok(()) => Self {
+                outcome,
+                failure: None,
+                error: None,
+            },
+            Err((failure, error)) => Self {
+                outcome,
+                failure: Some(failure),
+                error: Some(error),
+            },
+        }
+    }
+}
+
+/// Ends a process span the same way on every broker: `messaging.message.outcome`, then the
+/// handler's failure (its `exception` event), then the settle step's failure, if any (the
+/// last failure decides `error.type`). Returns what `process` returns: the broker's error, or
+/// the outcome with the handler's error.
+pub fn finish_process<E, B>(
+    mut op: Operation<Timed>,
+    settled: Settled<B>,
+    handler: Option<(Failure, E)>,
+) -> Result<Processed<E>, B> {
+    op.set_attribute(KeyValue::new(
+        crate::attributes::MESSAGING_OUTCOME,
+        settled.outcome.as_str(),
+    ));
+    let (handler_failure, error) = match handler {
+        Some((failure, error)) => (Some(failure), Some(error)),
+        None => (None, None),
+    };
+    for failure in [handler_failure, settled.failure].into_iter().flatten() {
+        op.fail(failure);
+    }
+    op.end();
+    match settled.error {
+        Some(err) => Err(err),
+        None => Ok(Processed::new(settled.outcome, error)),
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use opentelemetry::{KeyValue, StringValue, Value};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use tracewire_core::attributes::{MESSAGING_KAFKA_MESSAGE_KEY, MESSAGING_SYSTEM};
 
 /// `messaging.system` for every Kafka span and metric.
@@ -41,9 +42,14 @@ pub(crate) fn message_key(key: Option<&[u8]>) -> Option<KeyValue> {
 }
 
 /// `error.type` for a Kafka error: the librdkafka error code name when there is one
-/// (`MessageTimedOut`, `UnknownTopicOrPartition`, …), else the kind of failure.
+/// (`MessageTimedOut`, `UnknownTopicOrPartition`, …), else the kind of failure. A missing
+/// topic is one `UnknownTopicOrPartition`, whether the broker said so or librdkafka's cached
+/// metadata did (`UnknownTopic`).
 pub(crate) fn error_type(err: &KafkaError) -> Cow<'static, str> {
     if let Some(code) = err.rdkafka_error_code() {
+        if code == RDKafkaErrorCode::UnknownTopic {
+            return Cow::Borrowed("UnknownTopicOrPartition");
+        }
         return Cow::Owned(format!("{code:?}"));
     }
     Cow::Borrowed(match err {
@@ -66,7 +72,19 @@ pub(crate) fn failure(err: &KafkaError) -> tracewire_core::operation::Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_missing_topic_is_one_error_type() {
+        for code in [
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert_eq!(
+                error_type(&KafkaError::MessageProduction(code)),
+                "UnknownTopicOrPartition"
+            );
+        }
+    }
 
     #[test]
     fn error_types_name_the_code() {

@@ -24,49 +24,17 @@ use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use tracewire_core::attributes::{
     MESSAGING_ATTEMPT, MESSAGING_CONSUMER_GROUP_NAME, MESSAGING_DESTINATION_NAME,
     MESSAGING_DESTINATION_PARTITION_ID, MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE,
-    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE, MESSAGING_OUTCOME,
+    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE,
 };
-use tracewire_core::error::short_type_name;
 use tracewire_core::messaging::{
-    MessagingInstruments, ParentMode, metric_attributes, start_batch_span, start_consumer_span,
+    MessagingInstruments, Outcome, ParentMode, Processed, Settled, finish_process,
+    metric_attributes, requested, start_batch_span, start_consumer_span,
 };
-
-use tracewire_core::operation::{Failure, Operation, Timed};
+use tracewire_core::operation::{Operation, Timed};
 
 use crate::attrs;
 use crate::carrier;
-use crate::retry::{Republished, RetryTopics};
-
-/// What a message handler returned, as far as telemetry is concerned.
-///
-/// Implemented for `()` (never an error) and for `Result<T, E>` (an `Err` sets `error.type`
-/// to the short type name of `E` and an error status with its message).
-pub trait Outcome {
-    /// `error.type` when the handler failed.
-    fn error_type(&self) -> Option<&'static str>;
-    /// The status description when the handler failed.
-    fn error_message(&self) -> Option<String>;
-}
-
-impl Outcome for () {
-    fn error_type(&self) -> Option<&'static str> {
-        None
-    }
-
-    fn error_message(&self) -> Option<String> {
-        None
-    }
-}
-
-impl<T, E: fmt::Display> Outcome for Result<T, E> {
-    fn error_type(&self) -> Option<&'static str> {
-        self.as_ref().err().map(|_| short_type_name::<E>())
-    }
-
-    fn error_message(&self) -> Option<String> {
-        self.as_ref().err().map(ToString::to_string)
-    }
-}
+use crate::retry::RetryTopics;
 
 /// A consumed record with the context its producer put into its headers.
 ///
@@ -103,12 +71,12 @@ impl<'a> TracedMessage<'a> {
     }
 
     /// The rdkafka record.
-    pub fn message(&self) -> &BorrowedMessage<'a> {
+    pub fn inner(&self) -> &BorrowedMessage<'a> {
         &self.message
     }
 
     /// Unwraps the rdkafka record.
-    pub fn into_message(self) -> BorrowedMessage<'a> {
+    pub fn into_inner(self) -> BorrowedMessage<'a> {
         self.message
     }
 }
@@ -155,14 +123,13 @@ pub(crate) struct ConsumerShared {
 /// consumer.inner().subscribe(&["orders"])?;
 /// loop {
 ///     let msg = consumer.recv().await?;
-///     let result: Result<(), std::io::Error> = consumer
+///     consumer
 ///         .process(&msg, async {
 ///             // `tracing` events and nested spans here belong to the record's trace.
 ///             tracing::info!(offset = msg.offset(), "charging");
-///             Ok(())
+///             Ok::<(), std::io::Error>(())
 ///         })
-///         .await;
-///     result?;
+///         .await?;
 /// }
 /// # }
 /// ```
@@ -174,6 +141,7 @@ pub struct TracedConsumer<C: ConsumerContext + 'static = DefaultConsumerContext,
     parent_mode: ParentMode,
     commit: Option<CommitMode>,
     record_key: bool,
+    retry: Option<Arc<RetryTopics>>,
 }
 
 impl TracedConsumer {
@@ -204,6 +172,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
             parent_mode: ParentMode::Parent,
             commit: None,
             record_key: false,
+            retry: None,
         }
     }
 
@@ -237,6 +206,19 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
     pub fn with_message_key(mut self, record: bool) -> Self {
         self.record_key = record;
         self
+    }
+
+    /// Sends failed records through `retry` (its [`RetryPolicy`](crate::RetryPolicy):
+    /// attempt limit, backoff, dead-letter topic). Without it, a failed record is rejected:
+    /// its offset is committed and nothing is republished.
+    pub fn with_retry(mut self, retry: RetryTopics) -> Self {
+        self.retry = Some(Arc::new(retry));
+        self
+    }
+
+    /// The retry topics failed records go through, if set.
+    pub fn retry(&self) -> Option<&RetryTopics> {
+        self.retry.as_deref()
     }
 
     /// The wrapped consumer (subscribe, assign, seek, commit, …).
@@ -326,96 +308,59 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         ))
     }
 
-    /// Runs `handler` inside the CONSUMER span `process {topic}` of `msg`: the span's parent is
-    /// the record's creation context (see [`with_parent_mode`](Self::with_parent_mode)) and it
-    /// always links to it. The span is attached while the handler runs, so its `tracing`
-    /// events carry the record's trace id and spans it starts (`#[traced]` functions, HTTP
-    /// calls, sends) are children of the process span.
+    /// Runs `handler` inside the CONSUMER span `process {topic}` of `msg`, then settles the
+    /// record (still inside the span) and ends the span.
     ///
-    /// A failed handler (see [`Outcome`]) sets `error.type` and an error status; a successful
-    /// one commits the offset when [`with_commit`](Self::with_commit) asks for it. The duration
-    /// goes into `messaging.process.duration`.
-    pub async fn process<F>(&self, msg: &TracedMessage<'_>, handler: F) -> F::Output
-    where
-        F: Future,
-        F::Output: Outcome,
-    {
-        wait_for_backoff(msg).await;
-        let (cx, mut op) = self.start_process(msg);
-        let output = handler.with_context(cx).await;
-        match output.error_type() {
-            Some(error_type) => op.fail(Failure::exception(
-                error_type,
-                output.error_message().unwrap_or_default(),
-            )),
-            None => self.commit_one(&mut op, msg),
-        }
-        op.end();
-        output
-    }
-
-    /// Like [`process`](Self::process); when the handler fails, the record is republished
-    /// through `retry` inside the failed attempt's span, so the retry's PRODUCER span is that
-    /// attempt's child and the next attempt stays in the same trace (see [`RetryTopics`]).
+    /// The span's parent is the record's creation context (see
+    /// [`with_parent_mode`](Self::with_parent_mode)) and it always links to it. The span is
+    /// attached while the handler runs, so its `tracing` events carry the record's trace id
+    /// and spans it starts (`#[traced]` functions, HTTP calls, sends) are children of the
+    /// process span. A record retried through [`RetryTopics`] waits out its backoff first.
     ///
-    /// The span records `messaging.message.outcome`: `retry` or `dead_letter` (and, when a
-    /// commit mode is set, the offset is then committed: the record was handed on), or
-    /// `republish_failed` with an error status (nothing is committed).
-    pub async fn process_or_retry<F, T, E, C2, R2>(
+    /// `Ok(())` acks (commits the offset when [`with_commit`](Self::with_commit) asks for it);
+    /// `Ok(outcome)` settles as the [`Outcome`] says; `Err(error)` records `error.type`, an
+    /// error status and an `exception` event and settles as [`Outcome::Retry`]: a copy to the
+    /// [`with_retry`](Self::with_retry) topic (the dead-letter topic once the attempts are
+    /// used up), or, without retry topics, a reject (the offset is committed, nothing is
+    /// republished). A panic in the handler ends the span with `error.type = "panic"`, a
+    /// dropped future with `cancelled`; nothing is committed then. The duration goes into
+    /// `messaging.process.duration`.
+    ///
+    /// Returns how the record was settled and the handler's error, or the commit's error.
+    pub async fn process<Fut, O, E>(
         &self,
         msg: &TracedMessage<'_>,
-        retry: &RetryTopics<C2, R2>,
-        handler: F,
-    ) -> Handled<T, E>
+        handler: Fut,
+    ) -> KafkaResult<Processed<E>>
     where
-        F: Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<O, E>>,
+        O: Into<Outcome>,
         E: fmt::Display,
-        C2: rdkafka::ClientContext + 'static,
-        R2: AsyncRuntime,
     {
         wait_for_backoff(msg).await;
-        let (cx, mut op) = self.start_process(msg);
-        let output = handler.with_context(cx.clone()).await;
-        let handled = match output {
-            Ok(value) => {
-                self.commit_one(&mut op, msg);
-                Handled::Processed(value)
-            }
-            Err(error) => {
-                let failure = Failure::from_error(&error);
-                let republished = retry.republish_in(&cx, &msg.message).await;
-                match republished {
-                    Ok(to) => {
-                        op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, to.outcome()));
-                        self.commit_one(&mut op, msg);
-                        op.fail(failure);
-                        Handled::Republished { error, to }
-                    }
-                    Err(cause) => {
-                        op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "republish_failed"));
-                        op.fail(attrs::failure(&cause));
-                        op.fail(failure);
-                        Handled::RepublishFailed { error, cause }
-                    }
-                }
-            }
-        };
-        op.end();
-        handled
+        let (cx, op) = self.start_process(msg);
+        let (requested, failed) = requested(handler.with_context(cx.clone()).await);
+        let settled = self.settle(&cx, std::slice::from_ref(msg), requested).await;
+        finish_process(op, settled, failed)
     }
 
-    /// Runs `handler` inside one CONSUMER span for a batch of records. The span is a child of
-    /// the current context and links every record's creation context; each link carries the
-    /// record's `messaging.destination.partition.id` and `messaging.kafka.offset`. The span
-    /// is named `process {topic}` when all records come from one topic, `process` otherwise,
-    /// and carries `messaging.batch.message_count`.
+    /// Runs `handler` inside one CONSUMER span for a batch of records, then settles every
+    /// record as for [`process`](Self::process). The span is a child of the current context
+    /// and links every record's creation context; each link carries the record's
+    /// `messaging.destination.partition.id` and `messaging.kafka.offset`. The span is named
+    /// `process {topic}` when all records come from one topic, `process` otherwise, and
+    /// carries `messaging.batch.message_count`.
     ///
-    /// On success with a commit mode set, the offsets after the highest record of every
-    /// partition are committed.
-    pub async fn process_batch<F>(&self, msgs: &[TracedMessage<'_>], handler: F) -> F::Output
+    /// Committing commits the offsets after the highest record of every partition.
+    pub async fn process_batch<Fut, O, E>(
+        &self,
+        msgs: &[TracedMessage<'_>],
+        handler: Fut,
+    ) -> KafkaResult<Processed<E>>
     where
-        F: Future,
-        F::Output: Outcome,
+        Fut: Future<Output = Result<O, E>>,
+        O: Into<Outcome>,
+        E: fmt::Display,
     {
         let topic = single_topic(msgs);
         let name: Cow<'static, str> = match topic {
@@ -453,28 +398,57 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         let cx = Context::map_current(|parent| {
             start_batch_span(&self.shared.tracer, name, links, attributes, parent)
         });
-        let mut op = Operation::new(cx.clone(), self.process_measure(topic));
-        let output = handler.with_context(cx).await;
-        match output.error_type() {
-            Some(error_type) => op.fail(Failure::exception(
-                error_type,
-                output.error_message().unwrap_or_default(),
-            )),
-            None => {
-                if let Some(mode) = self.commit {
-                    let result = batch_offsets(msgs).and_then(|tpl| self.inner.commit(&tpl, mode));
-                    record_commit(&mut op, result);
-                }
-            }
-        }
-        op.end();
-        output
+        let op = Operation::new(cx.clone(), self.process_measure(topic));
+        let (requested, failed) = requested(handler.with_context(cx.clone()).await);
+        let settled = self.settle(&cx, msgs, requested).await;
+        finish_process(op, settled, failed)
     }
 
-    fn commit_one(&self, op: &mut Operation<Timed>, msg: &TracedMessage<'_>) {
-        if let Some(mode) = self.commit {
-            record_commit(op, self.inner.commit_message(&msg.message, mode));
-        }
+    /// Settles `msgs` as `requested` says: republishes through the retry topics for `Retry`
+    /// and `DeadLetter`, then commits where the outcome calls for it.
+    async fn settle(
+        &self,
+        cx: &Context,
+        msgs: &[TracedMessage<'_>],
+        requested: Outcome,
+    ) -> Settled<KafkaError> {
+        let outcome = match (requested, self.retry.as_deref()) {
+            (Outcome::Retry | Outcome::DeadLetter, Some(retry)) => {
+                let dead_letter = requested == Outcome::DeadLetter;
+                let mut outcome = requested;
+                for (i, msg) in msgs.iter().enumerate() {
+                    match retry
+                        .republish_in(cx, &msg.message, dead_letter)
+                        .with_context(cx.clone())
+                        .await
+                    {
+                        Ok(to) if i == 0 => outcome = to.outcome(),
+                        Ok(_) => {}
+                        // Not committed: the records are consumed again after a restart or
+                        // a rebalance rather than lost.
+                        Err(err) => {
+                            let mut settled = Settled::new(Outcome::Requeue, Ok(()));
+                            settled.failure = Some(attrs::failure(&err));
+                            return settled;
+                        }
+                    }
+                }
+                outcome
+            }
+            (Outcome::Retry | Outcome::DeadLetter, None) => Outcome::Reject,
+            (outcome, _) => outcome,
+        };
+        let commit = match (outcome, self.commit) {
+            (Outcome::Requeue | Outcome::Manual, _) | (_, None) => Ok(()),
+            (_, Some(mode)) => batch_offsets(msgs).and_then(|tpl| {
+                if tpl.count() == 0 {
+                    Ok(())
+                } else {
+                    self.inner.commit(&tpl, mode)
+                }
+            }),
+        };
+        Settled::new(outcome, commit.map_err(|err| (attrs::failure(&err), err)))
     }
 }
 
@@ -483,16 +457,6 @@ async fn wait_for_backoff(msg: &TracedMessage<'_>) {
     let wait = carrier::wait_of(msg.headers());
     if !wait.is_zero() {
         DefaultRuntime::delay_for(wait).await;
-    }
-}
-
-fn record_commit(op: &mut Operation<Timed>, result: KafkaResult<()>) {
-    match result {
-        Ok(()) => op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit")),
-        Err(err) => {
-            op.set_attribute(KeyValue::new(MESSAGING_OUTCOME, "commit_failed"));
-            op.fail(attrs::failure(&err));
-        }
     }
 }
 
@@ -527,28 +491,7 @@ impl<C: ConsumerContext + 'static, R> fmt::Debug for TracedConsumer<C, R> {
             .field("parent_mode", &self.parent_mode)
             .field("commit", &self.commit)
             .field("record_key", &self.record_key)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
-}
-
-/// What [`TracedConsumer::process_or_retry`] did with a record.
-#[derive(Debug)]
-pub enum Handled<T, E> {
-    /// The handler succeeded.
-    Processed(T),
-    /// The handler failed; the record went to the retry or the dead-letter topic.
-    Republished {
-        /// The handler's error.
-        error: E,
-        /// Where the record went.
-        to: Republished,
-    },
-    /// The handler failed and the record could not be republished: it was not committed, so
-    /// it will be consumed again after a restart or rebalance.
-    RepublishFailed {
-        /// The handler's error.
-        error: E,
-        /// Why republishing failed.
-        cause: KafkaError,
-    },
 }

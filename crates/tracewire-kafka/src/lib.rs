@@ -9,13 +9,19 @@
 //!   context goes into the record headers. Metrics: `messaging.client.sent.messages`,
 //!   `messaging.client.operation.duration`. Other producers use [`ProducerTelemetry`].
 //! - [`TracedConsumer`] wraps a `StreamConsumer`: received records ([`TracedMessage`]) carry
-//!   the context their producer injected, and [`TracedConsumer::process`] runs a handler in
-//!   the CONSUMER span `process {topic}`, child of that context and linked to it, with the
-//!   handler's `tracing` events and nested spans in the same trace. Metrics:
-//!   `messaging.client.consumed.messages`, `messaging.process.duration`.
+//!   the context their producer injected ([`TracedMessage::context`]), and
+//!   [`TracedConsumer::process`] runs an async handler returning `Result` in the CONSUMER
+//!   span `process {topic}`, child of that context and linked to it, with the handler's
+//!   `tracing` events and nested spans in the same trace; its result settles the record:
+//!   `Ok(())` acks (commits), `Ok(`[`Outcome`]`)` chooses, `Err` goes through the retry
+//!   policy. Metrics: `messaging.client.consumed.messages`, `messaging.process.duration`.
 //! - [`TracedConsumer::process_batch`]: one span for N records, with N links.
-//! - [`RetryTopics`] and [`TracedConsumer::process_or_retry`]: failed records go to a retry
-//!   topic, then a dead-letter topic, in the same trace, with an attempt counter.
+//! - [`RetryTopics`] (given with [`TracedConsumer::with_retry`]): failed records go to a retry
+//!   topic, then a dead-letter topic, in the same trace, with an attempt counter, as its
+//!   [`RetryPolicy`] says.
+//!
+//! The consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
+//! `tracewire-amqp`'s: a handler written for one broker reads the same on the other.
 //! - [`carrier`]: the header carriers themselves, for code that builds records by hand.
 //!
 //! Build the wrappers after `tracewire::init()`: tracer and instruments are taken from the
@@ -33,10 +39,10 @@ mod consumer;
 mod producer;
 mod retry;
 
-pub use consumer::{Handled, Outcome, TracedConsumer, TracedMessage};
-pub use producer::{ProducerTelemetry, SendSpan, TracedProducer};
+pub use consumer::{TracedConsumer, TracedMessage};
+pub use producer::{ProducerTelemetry, SendSpan, TOPIC_PROPAGATION_MS, TracedProducer};
 pub use retry::{Republished, RetryTopics};
-pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
+pub use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome, ParentMode, Processed};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 /// The rdkafka version this crate is built against, re-exported so applications use the

@@ -29,6 +29,11 @@ use tracewire_core::operation::{Operation, Timed};
 use crate::attrs;
 use crate::carrier;
 
+/// How long (milliseconds) [`TracedProducer::from_config`] lets librdkafka wait for a topic it
+/// does not see in the cluster's metadata before failing its records (librdkafka's default is
+/// 30 s). Topics created just before (with the `AdminClient`) are seen well within it.
+pub const TOPIC_PROPAGATION_MS: &str = "2000";
+
 struct Shared {
     tracer: BoxedTracer,
     instruments: MessagingInstruments,
@@ -233,8 +238,17 @@ pub struct TracedProducer<C: ClientContext + 'static = DefaultClientContext, R =
 impl TracedProducer {
     /// Creates the producer from `config` (default client context and runtime; for others,
     /// build the `FutureProducer` yourself and use [`new`](Self::new)).
+    ///
+    /// Unless `config` sets it, `topic.metadata.propagation.max.ms` is
+    /// [`TOPIC_PROPAGATION_MS`]: a send to a topic that does not exist fails within about
+    /// that long, as `UnknownTopicOrPartition`, instead of waiting out librdkafka's 30 s
+    /// default (or `message.timeout.ms`, as `MessageTimedOut`).
     pub fn from_config(config: &ClientConfig) -> KafkaResult<Self> {
-        Ok(Self::new(FutureProducer::from_config(config)?))
+        let mut config = config.clone();
+        if config.get("topic.metadata.propagation.max.ms").is_none() {
+            config.set("topic.metadata.propagation.max.ms", TOPIC_PROPAGATION_MS);
+        }
+        Ok(Self::new(FutureProducer::from_config(&config)?))
     }
 }
 

@@ -14,8 +14,9 @@
 //! causal chain in the original trace, each process span carrying
 //! `messaging.message.attempt`.
 //!
-//! [`TracedConsumer::process_or_retry`](crate::TracedConsumer::process_or_retry) does all of
-//! this for a handler that returns `Result`.
+//! [`TracedConsumer::process`](crate::TracedConsumer::process) does all of this for a handler
+//! that returns `Err`, once given the retry topics with
+//! [`TracedConsumer::with_retry`](crate::TracedConsumer::with_retry).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::{AsyncRuntime, DefaultRuntime};
-use tracewire_core::messaging::ATTEMPT_HEADER;
+use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome};
 use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 use crate::carrier::{NOT_BEFORE_HEADER, attempt_of};
@@ -49,13 +50,9 @@ pub struct Republished {
 }
 
 impl Republished {
-    /// `messaging.message.outcome` of the failed attempt: `retry` or `dead_letter`.
-    pub fn outcome(&self) -> &'static str {
-        if self.dead_letter {
-            "dead_letter"
-        } else {
-            "retry"
-        }
+    /// The outcome of the failed attempt: [`Outcome::Retry`] or [`Outcome::DeadLetter`].
+    pub fn outcome(&self) -> Outcome {
+        Outcome::republished(self.dead_letter)
     }
 }
 
@@ -127,22 +124,40 @@ impl<C: ClientContext + 'static, R: AsyncRuntime> RetryTopics<C, R> {
         }
     }
 
-    /// Republishes `msg`, whose processing failed, as a child of the current context. Call it
-    /// inside the failed attempt's process span (in the handler passed to
-    /// [`TracedConsumer::process`](crate::TracedConsumer::process)), or use
-    /// [`TracedConsumer::process_or_retry`](crate::TracedConsumer::process_or_retry).
+    /// Republishes `msg`, whose processing failed, as a child of the current context, to the
+    /// retry topic (the dead-letter topic once its attempts are used up).
+    /// [`TracedConsumer::process`](crate::TracedConsumer::process) does this for a handler
+    /// that fails, inside the failed attempt's process span, once given the retry topics with
+    /// [`with_retry`](crate::TracedConsumer::with_retry).
     pub async fn republish<M: Message>(&self, msg: &M) -> Result<Republished, KafkaError> {
         let parent = Context::current();
-        self.republish_in(&parent, msg).await
+        self.republish_in(&parent, msg, false).await
+    }
+
+    /// Republishes `msg` to the dead-letter topic at once, whatever its attempt, as a child of
+    /// the current context.
+    pub async fn dead_letter<M: Message>(&self, msg: &M) -> Result<Republished, KafkaError> {
+        let parent = Context::current();
+        self.republish_in(&parent, msg, true).await
     }
 
     pub(crate) async fn republish_in<M: Message>(
         &self,
         parent: &Context,
         msg: &M,
+        dead_letter_now: bool,
     ) -> Result<Republished, KafkaError> {
         let failed_attempt = attempt_of(msg.headers());
-        let (topic, attempt, dead_letter, delay) = self.next_destination(failed_attempt);
+        let (topic, attempt, dead_letter, delay) = if dead_letter_now {
+            (
+                self.dead_letter_topic.as_str(),
+                failed_attempt,
+                true,
+                Duration::ZERO,
+            )
+        } else {
+            self.next_destination(failed_attempt)
+        };
         let payload = msg.payload();
         let key = msg.key();
         let span = self.producer.telemetry().start(

@@ -135,8 +135,10 @@ async fn broker_going_away_mid_stream_surfaces_a_consumer_error() {
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
     support::assign(consumer.inner(), &[(&topic, 1)]);
     let msg = within(30, "the record", consumer.recv()).await.unwrap();
-    let result: Result<(), std::io::Error> = consumer.process(&msg, async { Ok(()) }).await;
-    result.unwrap();
+    consumer
+        .process(&msg, async { Ok::<(), std::io::Error>(()) })
+        .await
+        .unwrap();
     drop(msg);
 
     broker.mock_cluster().unwrap().broker_down(1).unwrap();
@@ -185,8 +187,12 @@ async fn wrappers_run_on_spawned_tasks() {
                 Ok::<_, KafkaError>(())
             })
             .await
+            .map(|processed| processed.outcome())
     });
-    within(30, "the spawned task", task).await.unwrap().unwrap();
+    assert_eq!(
+        within(30, "the spawned task", task).await.unwrap().unwrap(),
+        tracewire_kafka::Outcome::Ack
+    );
     let send = telemetry.span(&format!("send {topic}"));
     let process = telemetry.span(&format!("process {topic}"));
     assert_eq!(process.parent_span_id, send.span_context.span_id());
@@ -196,8 +202,9 @@ async fn wrappers_run_on_spawned_tasks() {
     );
 }
 
-/// A failing handler sets `error.type` and an error status, and nothing is committed; a
-/// commit the broker refuses is recorded as `commit_failed` with the broker's error code.
+/// A failing handler sets `error.type` and an error status, and without retry topics the
+/// record is rejected (its offset committed); a commit the broker refuses is returned and
+/// recorded with the broker's error code.
 #[tokio::test]
 async fn handler_errors_and_refused_commits_are_recorded() {
     use rdkafka::consumer::CommitMode;
@@ -230,10 +237,19 @@ async fn handler_errors_and_refused_commits_are_recorded() {
     let first = within(30, "the first record", consumer.recv())
         .await
         .unwrap();
-    let result: Result<(), scenarios::PaymentDeclined> = consumer
-        .process(&first, async { Err(scenarios::PaymentDeclined) })
-        .await;
-    assert!(result.is_err());
+    let processed = consumer
+        .process(&first, async { Err::<(), _>(scenarios::PaymentDeclined) })
+        .await
+        .expect("committed");
+    assert_eq!(
+        processed.outcome(),
+        tracewire_kafka::Outcome::Reject,
+        "without retry topics a failed record is rejected"
+    );
+    assert_eq!(
+        processed.error().map(ToString::to_string).as_deref(),
+        Some("payment declined")
+    );
     drop(first);
 
     broker.mock_cluster().unwrap().request_errors(
@@ -243,19 +259,22 @@ async fn handler_errors_and_refused_commits_are_recorded() {
     let second = within(30, "the second record", consumer.recv())
         .await
         .unwrap();
-    let result: Result<(), scenarios::PaymentDeclined> =
-        consumer.process(&second, async { Ok(()) }).await;
-    assert!(result.is_ok(), "the handler's result is returned as is");
+    let err = consumer
+        .process(&second, async { Ok::<(), scenarios::PaymentDeclined>(()) })
+        .await
+        .expect_err("the broker refused the commit");
+    assert_eq!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::GroupAuthorizationFailed),
+        "{err:?}"
+    );
 
     let spans = telemetry.spans_named(&format!("process {topic}"));
     assert_eq!(spans.len(), 2);
     assert_attr(&spans[0], "error.type", "PaymentDeclined");
     assert_eq!(spans[0].status, Status::error("payment declined"));
-    assert_eq!(
-        attr(&spans[0].attributes, "messaging.message.outcome"),
-        None
-    );
-    assert_attr(&spans[1], "messaging.message.outcome", "commit_failed");
+    assert_attr(&spans[0], "messaging.message.outcome", "reject");
+    assert_attr(&spans[1], "messaging.message.outcome", "ack");
     assert_attr(&spans[1], "error.type", "GroupAuthorizationFailed");
     assert!(matches!(spans[1].status, Status::Error { .. }));
     assert_eq!(
@@ -314,8 +333,10 @@ async fn producer_telemetry_serves_other_producers() {
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
     support::assign(consumer.inner(), &[(&topic, 1)]);
     let msg = within(30, "the record", consumer.recv()).await.unwrap();
-    let result: Result<(), KafkaError> = consumer.process(&msg, async { Ok(()) }).await;
-    result.unwrap();
+    consumer
+        .process(&msg, async { Ok::<(), KafkaError>(()) })
+        .await
+        .unwrap();
 
     let send = telemetry.span(&format!("send {topic}"));
     let process = telemetry.span(&format!("process {topic}"));
@@ -329,4 +350,19 @@ async fn producer_telemetry_serves_other_producers() {
         ),
         1
     );
+}
+
+#[tokio::test]
+async fn send_to_a_missing_topic_fails_promptly_as_one_error_type() {
+    scenarios::send_to_a_missing_topic_fails_promptly_as_one_error_type(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn batch_over_partitions_commits_each() {
+    scenarios::batch_over_partitions_commits_each(&Broker::mock()).await;
+}
+
+#[tokio::test]
+async fn manual_outcome_leaves_committing_to_the_handler() {
+    scenarios::manual_outcome_leaves_committing_to_the_handler(&Broker::mock()).await;
 }

@@ -15,6 +15,11 @@ use support::{Broker, install, scenarios, unique, within};
 use tracewire_kafka::{TracedConsumer, TracedProducer};
 
 #[tokio::test]
+async fn send_to_a_missing_topic_fails_promptly_as_one_error_type() {
+    scenarios::send_to_a_missing_topic_fails_promptly_as_one_error_type(&Broker::tansu()).await;
+}
+
+#[tokio::test]
 async fn produce_then_process_in_one_trace() {
     scenarios::produce_then_process_in_one_trace(&Broker::tansu()).await;
 }

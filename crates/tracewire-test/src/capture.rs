@@ -166,6 +166,20 @@ impl Capture {
             .collect()
     }
 
+    /// The sum of the counter `name` over the points carrying every pair in `with`.
+    pub fn counter(&self, name: &str, with: &[(&str, &str)]) -> u64 {
+        crate::attrs::total(self, name, with) as u64
+    }
+
+    /// The number of recordings of the histogram `name` over the points carrying every pair
+    /// in `with`, and the histogram's unit.
+    pub fn histogram_count(&self, name: &str, with: &[(&str, &str)]) -> (u64, String) {
+        let points = crate::attrs::points(self, name, with);
+        let unit = points.first().map(|p| p.unit.clone()).unwrap_or_default();
+        let count = points.iter().map(MetricPoint::count_or_value).sum::<f64>();
+        (count as u64, unit)
+    }
+
     /// The JSON log lines written so far, parsed.
     pub fn logs(&self) -> Vec<serde_json::Value> {
         let bytes = self.logs.0.lock().map(|b| b.clone()).unwrap_or_default();

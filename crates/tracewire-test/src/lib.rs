@@ -8,13 +8,17 @@
 //!   decodes what exporters send with `opentelemetry-proto` (spans, metrics, log records, and
 //!   how each request arrived: headers, gzip, TLS), to check what goes over the wire.
 //! - `Browser` (feature `browser`) drives headless Chromium over WebDriver, for pages.
-//! - [`SpanDataExt`] and [`MetricPoint`] make assertions short and readable.
+//! - [`SpanDataExt`], [`MetricPoint`] and [`attrs`] make assertions short and readable.
+//! - [`conformance`] runs the same messaging scenarios on every broker integration and reduces
+//!   what they recorded to a shape that must be identical across brokers.
 //! - [`full_context`] and [`assert_full_context`]: the context every carrier must write and
 //!   read back whole.
 
+pub mod attrs;
 #[cfg(feature = "browser")]
 mod browser;
 mod capture;
+pub mod conformance;
 mod context;
 mod otlp;
 mod tls;

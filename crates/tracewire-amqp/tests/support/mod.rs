@@ -9,11 +9,9 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
+use opentelemetry::Context;
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::SpanData;
 use tracewire_amqp::{TracedChannel, TracedConsumer, TracedDelivery};
-use tracewire_test::{Capture, MetricPoint};
 
 pub const DEFAULT_ADDR: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -135,62 +133,9 @@ pub fn hex_span(cx: &Context) -> String {
     cx.span().span_context().span_id().to_string()
 }
 
-/// The value of `key` on `span`; panics listing the attributes when absent.
-pub fn attr(span: &SpanData, key: &str) -> opentelemetry::Value {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| kv.value.clone())
-        .unwrap_or_else(|| {
-            panic!(
-                "span {:?} has no attribute {key}; it has {:?}",
-                span.name, span.attributes
-            )
-        })
-}
-
-pub fn has_attr(span: &SpanData, key: &str) -> bool {
-    span.attributes.iter().any(|kv| kv.key.as_str() == key)
-}
-
-pub fn s(v: &str) -> opentelemetry::Value {
-    opentelemetry::Value::from(v.to_owned())
-}
-
-pub fn i(v: i64) -> opentelemetry::Value {
-    opentelemetry::Value::I64(v)
-}
-
-pub fn b(v: bool) -> opentelemetry::Value {
-    opentelemetry::Value::Bool(v)
-}
-
-/// Points of metric `name` whose attributes include every pair in `with`.
-pub fn points(capture: &Capture, name: &str, with: &[(&str, &str)]) -> Vec<MetricPoint> {
-    capture
-        .metric(name)
-        .into_iter()
-        .filter(|p| with.iter().all(|(k, v)| p.attr(k) == Some(*v)))
-        .collect()
-}
-
-/// The summed value (sums) or count (histograms) of the points of `name` matching `with`.
-pub fn total(capture: &Capture, name: &str, with: &[(&str, &str)]) -> f64 {
-    points(capture, name, with)
-        .iter()
-        .map(MetricPoint::count_or_value)
-        .sum()
-}
-
-/// Sorted `key=value` text of a span's attributes, for whole-set comparisons.
-pub fn attr_set(kvs: &[KeyValue]) -> Vec<String> {
-    let mut v: Vec<String> = kvs
-        .iter()
-        .map(|kv| format!("{}={}", kv.key, kv.value))
-        .collect();
-    v.sort();
-    v
-}
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use tracewire_test::attrs::{attr, attr_set, b, has_attr, i, points, s, total};
 
 pub fn long(v: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(v))
@@ -225,7 +170,7 @@ pub async fn cancel_and_count(
     consumer: TracedConsumer,
     queue: &str,
 ) -> u32 {
-    let tag = consumer.get_ref().tag();
+    let tag = consumer.inner().tag();
     channel
         .basic_cancel(tag, lapin::options::BasicCancelOptions::default())
         .await

@@ -5,16 +5,10 @@
 
 pub mod scenarios;
 
-use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry::{KeyValue, Value, global};
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -23,190 +17,15 @@ use rdkafka::consumer::Consumer;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::topic_partition_list::TopicPartitionList;
-use tracing_subscriber::layer::SubscriberExt;
 
-/// Spans, metrics and log lines captured in memory.
-pub struct Telemetry {
-    spans: InMemorySpanExporter,
-    metrics: InMemoryMetricExporter,
-    meter_provider: SdkMeterProvider,
-    logs: LogBuffer,
-}
+/// The in-memory capture every tracewire test uses.
+pub use tracewire_test::Capture as Telemetry;
+pub use tracewire_test::attrs::{assert_attr, find as attr, span_id, trace_id};
 
 /// Installs the global tracer and meter providers, the W3C propagators and a JSON log
 /// subscriber writing into memory. Call it before building producers and consumers.
 pub fn install() -> Telemetry {
-    let spans = InMemorySpanExporter::default();
-    let tracer_provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
-    global::set_tracer_provider(tracer_provider);
-
-    let metrics = InMemoryMetricExporter::default();
-    let meter_provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(metrics.clone()).build())
-        .build();
-    global::set_meter_provider(meter_provider.clone());
-
-    // What `tracewire::init()` installs by default.
-    global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
-
-    let logs = LogBuffer::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracewire_core::logs::JsonLayer::new().with_writer(logs.clone()));
-    tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test process");
-
-    Telemetry {
-        spans,
-        metrics,
-        meter_provider,
-        logs,
-    }
-}
-
-impl Telemetry {
-    /// Every span ended so far.
-    pub fn spans(&self) -> Vec<SpanData> {
-        self.spans.get_finished_spans().expect("span exporter")
-    }
-
-    /// The spans called `name`, in the order they ended.
-    pub fn spans_named(&self, name: &str) -> Vec<SpanData> {
-        self.spans()
-            .into_iter()
-            .filter(|s| s.name == name)
-            .collect()
-    }
-
-    /// The one span called `name`.
-    pub fn span(&self, name: &str) -> SpanData {
-        let mut spans = self.spans_named(name);
-        let names: Vec<String> = self.spans().iter().map(|s| s.name.to_string()).collect();
-        assert_eq!(
-            spans.len(),
-            1,
-            "expected one span {name:?}, spans: {names:?}"
-        );
-        spans.remove(0)
-    }
-
-    /// The JSON log lines written so far.
-    pub fn log_lines(&self) -> Vec<serde_json::Value> {
-        let bytes = self.logs.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect()
-    }
-
-    fn collect(&self) -> Vec<opentelemetry_sdk::metrics::data::ResourceMetrics> {
-        self.metrics.reset();
-        self.meter_provider.force_flush().expect("metric flush");
-        self.metrics
-            .get_finished_metrics()
-            .expect("metric exporter")
-    }
-
-    /// Sum of the `u64` counter `name` over the data points carrying all of `attributes`.
-    pub fn counter(&self, name: &str, attributes: &[(&str, &str)]) -> u64 {
-        let mut total = 0;
-        for rm in self.collect() {
-            for sm in rm.scope_metrics() {
-                for metric in sm.metrics().filter(|m| m.name() == name) {
-                    if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
-                        total += sum
-                            .data_points()
-                            .filter(|dp| has_all(dp.attributes(), attributes))
-                            .map(|dp| dp.value())
-                            .sum::<u64>();
-                    }
-                }
-            }
-        }
-        total
-    }
-
-    /// Number of recordings of the `f64` histogram `name` over the data points carrying all of
-    /// `attributes`, and the unit of the histogram.
-    pub fn histogram_count(&self, name: &str, attributes: &[(&str, &str)]) -> (u64, String) {
-        let mut total = 0;
-        let mut unit = String::new();
-        for rm in self.collect() {
-            for sm in rm.scope_metrics() {
-                for metric in sm.metrics().filter(|m| m.name() == name) {
-                    unit = metric.unit().to_owned();
-                    if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
-                        total += h
-                            .data_points()
-                            .filter(|dp| has_all(dp.attributes(), attributes))
-                            .map(|dp| dp.count())
-                            .sum::<u64>();
-                    }
-                }
-            }
-        }
-        (total, unit)
-    }
-}
-
-fn has_all<'a>(dp: impl Iterator<Item = &'a KeyValue>, wanted: &[(&str, &str)]) -> bool {
-    let dp: Vec<&KeyValue> = dp.collect();
-    wanted.iter().all(|(k, v)| {
-        dp.iter()
-            .any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v)
-    })
-}
-
-/// The value of attribute `key` on a span (or link, event).
-pub fn attr(attributes: &[KeyValue], key: &str) -> Option<Value> {
-    attributes
-        .iter()
-        .find(|kv| kv.key.as_str() == key)
-        .map(|kv| kv.value.clone())
-}
-
-/// Asserts attribute `key` has `value`.
-#[track_caller]
-pub fn assert_attr(span: &SpanData, key: &str, value: impl Into<Value>) {
-    assert_eq!(
-        attr(&span.attributes, key),
-        Some(value.into()),
-        "attribute {key} of span {:?}; attributes: {:?}",
-        span.name,
-        span.attributes
-    );
-}
-
-pub fn trace_id(span: &SpanData) -> TraceId {
-    span.span_context.trace_id()
-}
-
-pub fn span_id(span: &SpanData) -> SpanId {
-    span.span_context.span_id()
-}
-
-/// A `MakeWriter` appending to a shared buffer.
-#[derive(Clone, Default)]
-pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-
-    fn make_writer(&'a self) -> LogBuffer {
-        self.clone()
-    }
+    Telemetry::install()
 }
 
 /// A broker to run scenarios against.

@@ -10,9 +10,10 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use tracewire_core::messaging::ParentMode;
 use tracewire_kafka::{
-    Handled, RetryPolicy, RetryTopics, TracedConsumer, TracedMessage, TracedProducer,
+    Outcome, RetryPolicy, RetryTopics, TracedConsumer, TracedMessage, TracedProducer,
 };
 
 use super::*;
@@ -75,14 +76,16 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     assign(consumer.inner(), &[(&topic, 1)]);
     let msg = within(30, "the record", consumer.recv()).await.unwrap();
     assert_eq!(msg.attempt(), 1);
-    let result: Result<(), PaymentDeclined> = consumer
+    let processed = consumer
         .process(&msg, async {
             tracing::info!(order_id = 7, "charging order");
             global::tracer("handler").start("charge card").end();
-            Ok(())
+            Ok::<(), PaymentDeclined>(())
         })
-        .await;
-    result.unwrap();
+        .await
+        .unwrap();
+    assert_eq!(processed.outcome(), Outcome::Ack);
+    assert!(processed.is_ok());
 
     let root_span = telemetry.span("POST /orders");
     let send = telemetry.span(&format!("send {topic}"));
@@ -124,7 +127,7 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     assert_attr(&process, "messaging.kafka.offset", delivery.offset);
     assert_attr(&process, "messaging.message.body.size", 8i64);
     assert_attr(&process, "messaging.message.attempt", 1i64);
-    assert_attr(&process, "messaging.message.outcome", "commit");
+    assert_attr(&process, "messaging.message.outcome", "ack");
     assert_eq!(
         attr(&process.attributes, "messaging.kafka.message.key"),
         None
@@ -132,7 +135,7 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     assert_eq!(attr(&process.attributes, "error.type"), None);
 
     // The handler's log line carries the record's trace and the process span.
-    let lines = telemetry.log_lines();
+    let lines = telemetry.logs();
     let line = lines
         .iter()
         .find(|l| l["message"] == "charging order")
@@ -208,8 +211,11 @@ async fn plain_send(producer: &FutureProducer, topic: &str, headers: OwnedHeader
 }
 
 async fn process_ok(consumer: &TracedConsumer, msg: &TracedMessage<'_>) {
-    let result: Result<(), PaymentDeclined> = consumer.process(msg, async { Ok(()) }).await;
-    result.unwrap();
+    let processed = consumer
+        .process(msg, async { Ok::<(), PaymentDeclined>(()) })
+        .await
+        .unwrap();
+    assert_eq!(processed.outcome(), Outcome::Ack);
 }
 
 /// A record written by a plain rdkafka producer with a hand-set `traceparent` is processed in
@@ -241,16 +247,17 @@ pub async fn hand_set_traceparent_is_picked_up(broker: &Broker) {
         msg.context().span().span_context().trace_id().to_string(),
         HAND_SET_TRACE
     );
-    let baggage: Result<Option<String>, PaymentDeclined> = parented
+    let mut baggage = None;
+    parented
         .process(&msg, async {
             use opentelemetry::baggage::BaggageExt;
-            Ok(Context::map_current(|cx| {
-                cx.baggage().get("tenant").map(|v| v.to_string())
-            }))
+            baggage = Context::map_current(|cx| cx.baggage().get("tenant").map(|v| v.to_string()));
+            Ok::<(), PaymentDeclined>(())
         })
-        .await;
+        .await
+        .unwrap();
     assert_eq!(
-        baggage.unwrap().as_deref(),
+        baggage.as_deref(),
         Some("acme"),
         "baggage reaches the handler"
     );
@@ -416,14 +423,15 @@ pub async fn batch_links_every_record(broker: &Broker) {
         batch.push(within(30, "a record", consumer.recv()).await.unwrap());
     }
     let poll_loop = root("poll loop");
-    let result: Result<(), PaymentDeclined> = consumer
+    let processed = consumer
         .process_batch(&batch, async {
             tracing::info!(records = 3, "batch handled");
-            Ok(())
+            Ok::<(), PaymentDeclined>(())
         })
         .with_context(poll_loop.clone())
-        .await;
-    result.unwrap();
+        .await
+        .unwrap();
+    assert_eq!(processed.outcome(), Outcome::Ack);
     poll_loop.span().end();
 
     let sends = telemetry.spans_named(&format!("send {topic}"));
@@ -436,7 +444,7 @@ pub async fn batch_links_every_record(broker: &Broker) {
     assert_attr(&span, "messaging.batch.message_count", 3i64);
     assert_attr(&span, "messaging.destination.name", topic.clone());
     assert_attr(&span, "messaging.consumer.group.name", group.clone());
-    assert_attr(&span, "messaging.message.outcome", "commit");
+    assert_attr(&span, "messaging.message.outcome", "ack");
     assert_eq!(span.links.len(), 3);
     for (i, link) in span.links.iter().enumerate() {
         let send = &sends[i];
@@ -456,7 +464,7 @@ pub async fn batch_links_every_record(broker: &Broker) {
         );
     }
     let line = telemetry
-        .log_lines()
+        .logs()
         .into_iter()
         .find(|l| l["message"] == "batch handled")
         .unwrap();
@@ -512,7 +520,8 @@ pub async fn retry_topic_keeps_one_trace(broker: &Broker) {
 
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g")))
         .unwrap()
-        .with_commit(Some(CommitMode::Sync));
+        .with_commit(Some(CommitMode::Sync))
+        .with_retry(retry);
     assign(consumer.inner(), &[(&topic, 1), (&retry_topic, 1)]);
     let mut attempts_seen = Vec::new();
     loop {
@@ -533,26 +542,22 @@ pub async fn retry_topic_keeps_one_trace(broker: &Broker) {
             Some(&b"acme"[..]),
             "other headers travel along"
         );
-        let handled = consumer
-            .process_or_retry(&msg, &retry, async move {
+        let processed = consumer
+            .process(&msg, async move {
                 if attempt < 3 {
                     Err(PaymentDeclined)
                 } else {
-                    Ok(attempt)
+                    Ok(())
                 }
             })
-            .await;
-        match handled {
-            Handled::Processed(n) => {
-                assert_eq!(n, 3);
-                break;
-            }
-            Handled::Republished { to, .. } => {
-                assert_eq!(to.topic, retry_topic);
-                assert_eq!(to.attempt, attempt + 1);
-                assert!(!to.dead_letter);
-            }
-            Handled::RepublishFailed { cause, .. } => panic!("republish failed: {cause}"),
+            .await
+            .unwrap();
+        if attempt < 3 {
+            assert_eq!(processed.outcome(), Outcome::Retry);
+            assert!(processed.error().is_some());
+        } else {
+            assert_eq!(processed.outcome(), Outcome::Ack);
+            break;
         }
     }
     assert_eq!(attempts_seen, vec![1, 2, 3]);
@@ -597,7 +602,7 @@ pub async fn retry_topic_keeps_one_trace(broker: &Broker) {
         assert_attr(span, "messaging.message.outcome", "retry");
         assert_eq!(span.status, Status::error("payment declined"));
     }
-    assert_attr(&attempts[2], "messaging.message.outcome", "commit");
+    assert_attr(&attempts[2], "messaging.message.outcome", "ack");
     assert_eq!(attr(&attempts[2].attributes, "error.type"), None);
     for (i, span) in retry_sends.iter().enumerate() {
         assert_eq!(span.span_kind, SpanKind::Producer);
@@ -657,24 +662,25 @@ pub async fn dead_letter_after_max_attempts(broker: &Broker) {
     .unwrap();
     request.span().end();
 
-    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g")))
+        .unwrap()
+        .with_retry(retry);
     assign(consumer.inner(), &[(&topic, 1), (&retry_topic, 1)]);
-    let mut destinations = Vec::new();
+    let mut outcomes = Vec::new();
     for _ in 0..2 {
         let msg = within(30, "an attempt", consumer.recv()).await.unwrap();
-        match consumer
-            .process_or_retry(&msg, &retry, async { Err::<(), _>(PaymentDeclined) })
+        let processed = consumer
+            .process(&msg, async { Err::<(), _>(PaymentDeclined) })
             .await
-        {
-            Handled::Republished { to, .. } => {
-                destinations.push((to.topic, to.attempt, to.dead_letter))
-            }
-            other => panic!("expected a republish, got {other:?}"),
-        }
+            .unwrap();
+        outcomes.push((msg.topic().to_owned(), msg.attempt(), processed.outcome()));
     }
     assert_eq!(
-        destinations,
-        vec![(retry_topic.clone(), 2, false), (dlt.clone(), 2, true)]
+        outcomes,
+        vec![
+            (topic.clone(), 1, Outcome::Retry),
+            (retry_topic.clone(), 2, Outcome::DeadLetter)
+        ]
     );
 
     let dlt_consumer =
@@ -696,5 +702,178 @@ pub async fn dead_letter_after_max_attempts(broker: &Broker) {
     assert_eq!(
         dead.context().span().span_context().span_id(),
         span_id(&dlt_send)
+    );
+}
+
+/// A batch spanning two partitions links each record with its own partition and offset, and
+/// commits the offset after the highest record of each partition.
+pub async fn batch_over_partitions_commits_each(broker: &Broker) {
+    let telemetry = install();
+    let topic = unique("batch-partitions");
+    let group = unique("g");
+    broker.create_topic(&topic, 2).await;
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    for (partition, payload) in [(0, "a0"), (1, "b0"), (0, "a1"), (1, "b1"), (1, "b2")] {
+        within(
+            30,
+            "delivery",
+            producer.send(
+                FutureRecord::<str, str>::to(&topic)
+                    .partition(partition)
+                    .payload(payload),
+                SEND_TIMEOUT,
+            ),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&group))
+        .unwrap()
+        .with_commit(Some(CommitMode::Sync));
+    assign(consumer.inner(), &[(&topic, 2)]);
+    let mut batch = Vec::new();
+    for _ in 0..5 {
+        batch.push(within(30, "a record", consumer.recv()).await.unwrap());
+    }
+    let processed = consumer
+        .process_batch(&batch, async { Ok::<(), PaymentDeclined>(()) })
+        .await
+        .unwrap();
+    assert_eq!(processed.outcome(), Outcome::Ack);
+
+    let span = telemetry.span(&format!("process {topic}"));
+    assert_attr(&span, "messaging.batch.message_count", 5i64);
+    let mut links: Vec<(Value, Value)> = span
+        .links
+        .iter()
+        .map(|l| {
+            (
+                attr(&l.attributes, "messaging.destination.partition.id").unwrap(),
+                attr(&l.attributes, "messaging.kafka.offset").unwrap(),
+            )
+        })
+        .collect();
+    links.sort_by_key(|(p, o)| (p.to_string(), o.to_string()));
+    assert_eq!(
+        links,
+        [
+            (Value::from("0"), Value::I64(0)),
+            (Value::from("0"), Value::I64(1)),
+            (Value::from("1"), Value::I64(0)),
+            (Value::from("1"), Value::I64(1)),
+            (Value::from("1"), Value::I64(2)),
+        ]
+    );
+    let committed = consumer.inner().committed(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        committed.find_partition(&topic, 0).unwrap().offset(),
+        rdkafka::Offset::Offset(2)
+    );
+    assert_eq!(
+        committed.find_partition(&topic, 1).unwrap().offset(),
+        rdkafka::Offset::Offset(3)
+    );
+}
+
+/// `Outcome::Manual`: the handler commits (or not) itself; the consumer sends nothing.
+pub async fn manual_outcome_leaves_committing_to_the_handler(broker: &Broker) {
+    let telemetry = install();
+    let topic = unique("manual");
+    broker.create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    for payload in ["first", "second"] {
+        within(
+            30,
+            "delivery",
+            producer.send(
+                FutureRecord::<str, str>::to(&topic).payload(payload),
+                SEND_TIMEOUT,
+            ),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g")))
+        .unwrap()
+        .with_commit(Some(CommitMode::Sync));
+    assign(consumer.inner(), &[(&topic, 1)]);
+    // The first record the handler commits itself; the second it leaves uncommitted.
+    for commit in [true, false] {
+        let msg = within(30, "a record", consumer.recv()).await.unwrap();
+        let processed = consumer
+            .process(&msg, async {
+                if commit {
+                    consumer
+                        .inner()
+                        .commit_message(msg.inner(), CommitMode::Sync)?;
+                }
+                Ok::<_, rdkafka::error::KafkaError>(Outcome::Manual)
+            })
+            .await
+            .unwrap();
+        assert_eq!(processed.outcome(), Outcome::Manual);
+    }
+    let spans = telemetry.spans_named(&format!("process {topic}"));
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        assert_attr(span, "messaging.message.outcome", "manual");
+        assert_eq!(attr(&span.attributes, "error.type"), None);
+    }
+    let committed = consumer.inner().committed(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        committed.find_partition(&topic, 0).unwrap().offset(),
+        rdkafka::Offset::Offset(1),
+        "only the handler's own commit"
+    );
+}
+
+/// A send to a topic that does not exist (and is not created on first use, as on tansu and
+/// many clusters) fails within a few seconds, every time under one `error.type`, on the span
+/// and on the metrics.
+pub async fn send_to_a_missing_topic_fails_promptly_as_one_error_type(broker: &Broker) {
+    let telemetry = install();
+    let topic = unique("never-created");
+    let mut config = broker.producer_config();
+    // The mock cluster creates topics on first use unless the client asks it not to (tansu
+    // never does).
+    config.set("allow.auto.create.topics", "false");
+    let producer = TracedProducer::from_config(&config).unwrap();
+    for _ in 0..2 {
+        let err = within(
+            10,
+            "the failed send",
+            producer.send(
+                FutureRecord::<str, str>::to(&topic).payload("x"),
+                Duration::from_secs(1),
+            ),
+        )
+        .await
+        .map(|d| d.offset)
+        .expect_err("no such topic")
+        .0;
+        assert!(
+            matches!(
+                err.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
+            ),
+            "{err:?}"
+        );
+    }
+    let sends = telemetry.spans_named(&format!("send {topic}"));
+    assert_eq!(sends.len(), 2);
+    for send in &sends {
+        assert_attr(send, "error.type", "UnknownTopicOrPartition");
+    }
+    assert_eq!(
+        telemetry.counter(
+            "messaging.client.sent.messages",
+            &[
+                ("messaging.destination.name", topic.as_str()),
+                ("error.type", "UnknownTopicOrPartition")
+            ]
+        ),
+        2
     );
 }
