@@ -6,6 +6,8 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, LitBool, LitInt, LitStr, Path, Token};
 
+use crate::once::set_once;
+
 pub(crate) mod kw {
     syn::custom_keyword!(name);
     syn::custom_keyword!(fields);
@@ -17,24 +19,6 @@ pub(crate) mod kw {
     syn::custom_keyword!(display);
     syn::custom_keyword!(pii);
     syn::custom_keyword!(objective);
-}
-
-/// Stores `value` in `slot`, or fails with "`keyword` specified more than once" on the
-/// repeated keyword. Every argument parser goes through here.
-pub(crate) fn set_once<T>(
-    slot: &mut Option<T>,
-    value: T,
-    keyword: &dyn ToTokens,
-    name: &str,
-) -> syn::Result<()> {
-    if slot.is_some() {
-        return Err(syn::Error::new_spanned(
-            keyword,
-            format!("`{name}` specified more than once"),
-        ));
-    }
-    *slot = Some(value);
-    Ok(())
 }
 
 /// The span kind written in `kind = ...`.

@@ -8,6 +8,7 @@ mod attr;
 mod event;
 mod expand;
 mod objective;
+mod once;
 
 use proc_macro::TokenStream;
 

@@ -6,7 +6,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 
-use crate::attr::set_once;
+use crate::once::set_once;
 
 /// Bucket bounds of tracewire's duration histograms, in nanoseconds (the semantic
 /// conventions' boundaries, `tracewire_core::metrics::DURATION_BOUNDARIES_SECONDS`).

@@ -197,11 +197,6 @@ impl Recorder {
     }
 }
 
-/// How many items the hand-off dropped (for the page footer).
-pub(crate) trait DroppedCount: Send + Sync {
-    fn dropped(&self) -> u64;
-}
-
 impl DroppedCount for Shared {
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

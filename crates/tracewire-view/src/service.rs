@@ -13,8 +13,12 @@ use serde::Serialize;
 
 use crate::analysis::{red, service_map};
 use crate::html;
-use crate::recorder::DroppedCount;
 use crate::store::Store;
+
+/// How many items the hand-off in front of the store dropped (for the page footer).
+pub(crate) trait DroppedCount: Send + Sync {
+    fn dropped(&self) -> u64;
+}
 
 /// Serves the view of a [`Store`]: HTML pages and the JSON API beneath them.
 ///
