@@ -19,7 +19,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{self, Layer};
 
 use crate::model::{Kind, LogRecord, SpanEvent, SpanLink, SpanRecord, StatusCode};
-use crate::service::ViewService;
+use crate::service::{DroppedCount, ViewService};
 use crate::store::{Limits, Store};
 
 /// Items the hand-off channel holds at most (spans and log lines together).
