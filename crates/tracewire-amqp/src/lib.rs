@@ -17,6 +17,7 @@
 //! - [`process_batch`] handles several deliveries in one span that links every message.
 //! - [`carrier`] holds the `FieldTable` injector/extractor for code that publishes or consumes
 //!   by hand.
+//! - [`stop`] closes the connection within a deadline, whatever the broker is doing.
 //!
 //! Metrics: `messaging.client.sent.messages`, `messaging.client.operation.duration`,
 //! `messaging.client.consumed.messages`, `messaging.process.duration`.
@@ -49,11 +50,13 @@ mod consume;
 mod publish;
 mod retry;
 mod shared;
+mod stop;
 
 pub use batch::process_batch;
 pub use consume::{Action, Outcome, ProcessSpan, TracedConsumer, TracedDelivery};
 pub use publish::{TracedChannel, TracedConfirm};
 pub use retry::{RetryError, RetryQueue};
+pub use stop::{DEFAULT_STOP_TIMEOUT, StopError, stop};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 

@@ -17,6 +17,7 @@
 //! - [`RetryTopics`] and [`TracedConsumer::process_or_retry`]: failed records go to a retry
 //!   topic, then a dead-letter topic, in the same trace, with an attempt counter.
 //! - [`carrier`]: the header carriers themselves, for code that builds records by hand.
+//! - [`stop`]: unsubscribe and close a consumer within a deadline, whatever the broker does.
 //!
 //! Build the wrappers after `tracewire::init()`: tracer and instruments are taken from the
 //! global providers when a wrapper is built, never per record.
@@ -32,10 +33,12 @@ pub mod carrier;
 mod consumer;
 mod producer;
 mod retry;
+mod stop;
 
 pub use consumer::{Handled, Outcome, TracedConsumer, TracedMessage};
 pub use producer::{ProducerTelemetry, SendSpan, TracedProducer};
 pub use retry::{Republished, RetryTopics};
+pub use stop::{DEFAULT_STOP_TIMEOUT, StopError, stop};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, ParentMode};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 
