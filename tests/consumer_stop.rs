@@ -50,6 +50,23 @@ fn signal(pid: u32, name: &str) {
     assert!(ok, "kill {name} {pid}");
 }
 
+/// Pauses process `pid` (SIGSTOP) and waits until the kernel reports it stopped, so the
+/// fault is in place before the consumer is signalled.
+fn pause(pid: u32) {
+    signal(pid, "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the parenthesised command name.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+        if state == Some("T") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} not stopped: {stat}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A clean stop: status 0, or 1 when the example saw its broker fail before the signal and
 /// said so (`failed`); never killed by a signal or cut short by a second one (130).
 fn assert_stopped(status: ExitStatus, logs: &[Value], failed: &str, case: &str) {
@@ -244,7 +261,7 @@ fn the_kafka_consumer_stops_in_time_whatever_the_broker_does() {
                     sent
                 }
                 KafkaFault::Paused => {
-                    signal(tansu, "-STOP");
+                    pause(tansu);
                     signal(pid, "-INT");
                     Instant::now()
                 }
@@ -432,7 +449,7 @@ fn the_amqp_consumer_stops_in_time_whatever_the_broker_does() {
                 AmqpFault::ConnectionsClosed => {
                     ctl = Some(rabbit.ctl(&["close_all_connections", "stopping"]));
                 }
-                AmqpFault::Paused => signal(node, "-STOP"),
+                AmqpFault::Paused => pause(node),
                 AmqpFault::Stopping => ctl = Some(rabbit.ctl(&["stop_app"])),
                 AmqpFault::Killed => {}
             }
@@ -448,7 +465,7 @@ fn the_amqp_consumer_stops_in_time_whatever_the_broker_does() {
             }
             let (took, status) = consumer.exit_after(sent, &case);
             assert_stopped(status, &consumer.logs(), "amqp example failed", &case);
-            eprintln!("amqp, {case}: exited ({status}) {took:?} after SIGINT");
+            eprintln!("amqp, {case}: exited ({status}) {took:?} after SIGINT (node {node})");
             // Back to a working node for the next case.
             if let Some(mut ctl) = ctl {
                 assert!(ctl.wait().unwrap().success(), "{case}: rabbitmqctl failed");
