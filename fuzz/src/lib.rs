@@ -392,14 +392,10 @@ pub fn amqp_headers(data: &[u8]) {
 
     let mut stripped = table.clone();
     amqp::remove_propagation_fields(&mut stripped);
-    assert!(PROPAGATION.iter().all(|f| !stripped.contains_key(*f)));
+    assert!(PROPAGATION.iter().all(|f| !stripped.contains_key(f)));
     assert_eq!(
         stripped.inner().len(),
-        table.inner().len()
-            - PROPAGATION
-                .iter()
-                .filter(|f| table.contains_key(**f))
-                .count()
+        table.inner().len() - PROPAGATION.iter().filter(|f| table.contains_key(f)).count()
     );
 }
 
