@@ -23,15 +23,16 @@
 //!        "properties":{"headers":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}}'
 //! ```
 //!
-//! Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export the spans. On a signal the consumer is
-//! cancelled, the connection closed, and telemetry flushed.
+//! Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export the spans. On a signal the connection is closed
+//! (which cancels the consumer; at most `tracewire::amqp::DEFAULT_STOP_TIMEOUT` is spent on a
+//! broker that is stopping or unreachable) and telemetry is flushed.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use tracewire::amqp::lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use tracewire::amqp::lapin::types::{FieldTable, ShortString};
 use tracewire::amqp::lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -196,14 +197,13 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // Cancel the consumer (unsettled deliveries go back to the queue), then close cleanly.
-    let tag = consumer.inner().tag();
+    // Closing the connection cancels the consumer (unsettled deliveries go back to the
+    // queue); never wait on a broker that is stopping or unreachable past the deadline.
     drop(consumer);
-    if connection.status().connected() {
-        let _ = channel
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await;
-        let _ = connection.close(200, ShortString::from("bye")).await;
+    if let Err(error) =
+        tracewire::amqp::stop(&connection, tracewire::amqp::DEFAULT_STOP_TIMEOUT).await
+    {
+        tracing::warn!(%error, "stopped without a clean close");
     }
     result
 }

@@ -21,7 +21,8 @@
 //! ```
 //!
 //! Set `OTEL_EXPORTER_OTLP_ENDPOINT` to export the spans. On a signal the consumer leaves its
-//! group cleanly and telemetry is flushed.
+//! group (waiting at most `tracewire::kafka::DEFAULT_STOP_TIMEOUT` for a broker that is gone
+//! or stopping) and telemetry is flushed.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -195,10 +196,12 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    // Dropping the consumer closes it: it leaves the group so the next member does not wait
-    // for its session to time out.
-    consumer.inner().unsubscribe();
-    drop(consumer);
+    // Leave the group so the next member does not wait for this one's session to time out,
+    // but never wait on a broker that is gone or stopping for longer than the deadline.
+    match tracewire::kafka::stop(consumer, tracewire::kafka::DEFAULT_STOP_TIMEOUT).await {
+        Ok(took) => tracing::info!(took_ms = took.as_millis() as u64, "left the consumer group"),
+        Err(error) => tracing::warn!(%error, "stopped without leaving the consumer group"),
+    }
     Ok(())
 }
 

@@ -35,3 +35,13 @@ fn json_log_corpus() {
 fn http_headers_corpus() {
     replay("http_headers", targets::http_headers);
 }
+
+#[test]
+fn amqp_headers_corpus() {
+    replay("amqp_headers", targets::amqp_headers);
+}
+
+#[test]
+fn kafka_headers_corpus() {
+    replay("kafka_headers", targets::kafka_headers);
+}

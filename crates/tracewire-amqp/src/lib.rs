@@ -20,6 +20,7 @@
 //!   every message.
 //! - [`carrier`] holds the `FieldTable` injector/extractor for code that publishes or consumes
 //!   by hand.
+//! - [`stop`] closes the connection within a deadline, whatever the broker is doing.
 //!
 //! The consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
 //! `tracewire-kafka`'s: a handler written for one broker reads the same on the other.
@@ -54,10 +55,12 @@ mod consume;
 mod publish;
 mod retry;
 mod shared;
+mod stop;
 
 pub use consume::{TracedConsumer, TracedDelivery};
 pub use publish::{TracedChannel, TracedConfirm};
 pub use retry::{Republished, RetryError, RetryQueue};
+pub use stop::{DEFAULT_STOP_TIMEOUT, StopError, stop};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome, ParentMode, Processed};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 

@@ -23,6 +23,7 @@
 //! The consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
 //! `tracewire-amqp`'s: a handler written for one broker reads the same on the other.
 //! - [`carrier`]: the header carriers themselves, for code that builds records by hand.
+//! - [`stop`]: unsubscribe and close a consumer within a deadline, whatever the broker does.
 //!
 //! Build the wrappers after `tracewire::init()`: tracer and instruments are taken from the
 //! global providers when a wrapper is built, never per record.
@@ -38,10 +39,12 @@ pub mod carrier;
 mod consumer;
 mod producer;
 mod retry;
+mod stop;
 
 pub use consumer::{TracedConsumer, TracedMessage};
 pub use producer::{ProducerTelemetry, SendSpan, TOPIC_PROPAGATION_MS, TracedProducer};
 pub use retry::{Republished, RetryTopics};
+pub use stop::{DEFAULT_STOP_TIMEOUT, StopError, stop};
 pub use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome, ParentMode, Processed};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 

@@ -184,19 +184,27 @@ pub fn parse_baggage(header: &str) -> Option<Baggage> {
     Some(baggage)
 }
 
-/// Whether `b` is written as is in a key or value; everything else is percent-encoded:
-/// controls, space, `"`, `,`, `;`, `=`, `%`, `\` and every non-ASCII byte.
+/// Whether `b` is written as is in a value; everything else is percent-encoded: controls,
+/// space, `"`, `,`, `;`, `=`, `%`, `\\` and every non-ASCII byte.
 #[inline]
 fn unreserved(b: u8) -> bool {
     baggage_octet(b) && b != b'=' && b != b'%'
 }
 
-fn push_encoded(out: &mut String, s: &str) {
+/// Whether `b` is written as is in a key (of a member or a property), which must stay a
+/// token: every other byte (`[`, `/`, `:`, `@`, … and what [`unreserved`] escapes) is
+/// percent-encoded, `%` included.
+#[inline]
+fn key_char(b: u8) -> bool {
+    tchar(b) && b != b'%'
+}
+
+fn push_encoded(out: &mut String, s: &str, keep: fn(u8) -> bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        if unreserved(b) {
+        if keep(b) {
             continue;
         }
         // Everything between escapes is unreserved ASCII.
@@ -209,24 +217,55 @@ fn push_encoded(out: &mut String, s: &str) {
     out.push_str(std::str::from_utf8(&bytes[start..]).unwrap_or_default());
 }
 
-/// Appends `baggage` as a header value to `out`: `key=value[;metadata]` members joined by
-/// `,`, keys and values trimmed and percent-encoded. Members that would take the header past
-/// [`MAX_BYTES`] are left out (a receiver would drop the whole header).
+/// Appends the properties of `metadata` (as [`parse_baggage`] keeps them: decoded, joined with
+/// `;`): a property that is still valid as it is goes out unchanged (as the SDK writes it),
+/// any other as `;key` or `;key=value` encoded like keys and values. Properties without a key
+/// cannot be written and are left out.
+fn push_properties(out: &mut String, metadata: &str) {
+    for prop in metadata.split(';') {
+        let prop = prop.trim_matches(OWS);
+        if valid_property(prop) && !prop.contains('%') {
+            out.push(';');
+            out.push_str(prop);
+            continue;
+        }
+        let (key, value) = match prop.split_once('=') {
+            Some((key, value)) => (key.trim(), Some(value.trim())),
+            None => (prop.trim(), None),
+        };
+        if key.is_empty() {
+            continue;
+        }
+        out.push(';');
+        push_encoded(out, key, key_char);
+        if let Some(value) = value {
+            out.push('=');
+            push_encoded(out, value, unreserved);
+        }
+    }
+}
+
+/// Appends `baggage` as a header value to `out`: `key=value[;properties]` members joined by
+/// `,`, keys, values and properties trimmed and percent-encoded, so whatever [`parse_baggage`]
+/// accepted (keys and properties percent-decoded to any text) is written as a header it
+/// accepts again. Members with an empty key cannot be written and are left out; members that
+/// would take the header past [`MAX_BYTES`] are left out (a receiver would drop the whole
+/// header).
 pub fn write_baggage(baggage: &Baggage, out: &mut String) {
     let start = out.len();
     for (key, (value, metadata)) in baggage {
+        let key = key.as_str().trim();
+        if key.is_empty() {
+            continue;
+        }
         let before = out.len();
         if before > start {
             out.push(',');
         }
-        push_encoded(out, key.as_str().trim());
+        push_encoded(out, key, key_char);
         out.push('=');
-        push_encoded(out, value.as_str().trim());
-        let metadata = metadata.as_str().trim();
-        if !metadata.is_empty() {
-            out.push(';');
-            out.push_str(metadata);
-        }
+        push_encoded(out, value.as_str().trim(), unreserved);
+        push_properties(out, metadata.as_str());
         if out.len() - start > MAX_BYTES {
             out.truncate(before);
         }
@@ -289,6 +328,38 @@ mod tests {
         assert_eq!(out, "k=a%20b%2Cc%3Bd%3De%25f%5Cg%22%C3%A9");
         assert!(validate_baggage(&out));
         assert_eq!(parse_baggage(&out).unwrap().get("k"), b.get("k"));
+    }
+
+    /// Found by the `amqp_headers` and `kafka_headers` fuzz targets: properties are kept
+    /// percent-decoded and were written back raw, so forwarding a message whose baggage had
+    /// `k=v;p%20q` wrote a header every receiver rejects as a whole: the baggage was lost.
+    #[test]
+    fn decoded_keys_and_properties_are_written_back_encoded() {
+        let header = "tenant=ac;me%20!!c`orp;x%19=y%2Cz;%20,tier=gold;prop=1";
+        let parsed = parse_baggage(header).unwrap();
+        let mut out = String::new();
+        write_baggage(&parsed, &mut out);
+        assert!(validate_baggage(&out), "{out}");
+        let again = parse_baggage(&out).unwrap();
+        let entries = |b: &Baggage| {
+            let mut e: Vec<(String, String, String)> = b
+                .iter()
+                .map(|(k, (v, m))| (k.to_string(), v.to_string(), m.as_str().to_owned()))
+                .collect();
+            e.sort();
+            e
+        };
+        assert_eq!(
+            entries(&again),
+            [
+                (
+                    "tenant".into(),
+                    "ac".into(),
+                    "me !!c`orp;x\u{19}=y,z".into()
+                ),
+                ("tier".into(), "gold".into(), "prop=1".into()),
+            ]
+        );
     }
 
     #[test]
