@@ -188,10 +188,10 @@ fn bench(c: &mut Criterion) {
     global::set_meter_provider(meter_provider);
 
     let sampled = provider(Sampler::AlwaysOn);
-    global::set_tracer_provider(sampled.clone());
+    tracewire_core::provider::set_tracer_provider(sampled.clone());
     let tracewire_sampled = router().layer(tracewire::http::ServerLayer::new());
     let unsampled = provider(Sampler::AlwaysOff);
-    global::set_tracer_provider(unsampled.clone());
+    tracewire_core::provider::set_tracer_provider(unsampled.clone());
     let tracewire_unsampled = router().layer(tracewire::http::ServerLayer::new());
 
     let naive_sampled = router().layer(naive::Layer {
@@ -209,7 +209,7 @@ fn bench(c: &mut Criterion) {
         .with_span_processor(recorder.processor())
         .with_sampler(Sampler::AlwaysOn)
         .build();
-    global::set_tracer_provider(viewed.clone());
+    tracewire_core::provider::set_tracer_provider(viewed.clone());
     let tracewire_viewed = router().layer(tracewire::http::ServerLayer::new());
 
     let peer_provider = provider(Sampler::AlwaysOn);

@@ -123,18 +123,18 @@ fn bench(c: &mut Criterion) {
     // under the sampled provider, then the unsampled ones under the unsampled provider.
     let sampled = provider(Sampler::AlwaysOn);
     let unsampled = provider(Sampler::AlwaysOff);
-    global::set_tracer_provider(sampled.clone());
+    tracewire_core::provider::set_tracer_provider(sampled.clone());
     rt.block_on(async {
         traced_sampled(0).await;
         traced_sampled_no_metrics(0).await;
     });
-    global::set_tracer_provider(unsampled.clone());
+    tracewire_core::provider::set_tracer_provider(unsampled.clone());
     rt.block_on(async {
         traced_unsampled(0).await;
         traced_unsampled_no_metrics(0).await;
     });
     let parent_based = provider(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-    global::set_tracer_provider(parent_based.clone());
+    tracewire_core::provider::set_tracer_provider(parent_based.clone());
     rt.block_on(async {
         traced_in_unsampled_trace(0).await;
         traced_in_unsampled_trace_metrics(0).await;

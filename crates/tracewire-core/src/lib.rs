@@ -14,7 +14,9 @@
 //! - [`context`]: helpers to carry the current context into spawned work;
 //! - [`w3c`]: tracewire's own W3C trace-context and baggage codec, the default propagator.
 //! - [`propagators`]: B3 and Jaeger propagation formats;
-//! - [`bridge`]: the opt-in layer turning `tracing` spans into OpenTelemetry spans.
+//! - [`bridge`]: the opt-in layer turning `tracing` spans into OpenTelemetry spans;
+//! - [`provider`]: the tracer the instrumentation starts spans with (the SDK's own when
+//!   tracewire installed the provider).
 //!
 //! Users normally reach all of this through the `tracewire` facade.
 
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod operation;
 pub mod propagation;
 pub mod propagators;
+pub mod provider;
 pub mod redact;
 pub mod retry;
 #[cfg(feature = "signal")]
@@ -60,7 +63,8 @@ pub(crate) fn scope() -> InstrumentationScope {
 /// provider at the time of the call.
 ///
 /// Instrumentation calls this once (when a layer or wrapper is built), never per request, so
-/// call `tracewire::init()` before building layers.
+/// call `tracewire::init()` before building layers. The server layer and `#[traced]` use
+/// [`provider::tracer`] instead, which starts spans with the SDK's tracer directly when it can.
 pub fn tracer() -> BoxedTracer {
     opentelemetry::global::tracer_with_scope(scope())
 }

@@ -1,9 +1,15 @@
 //! The tracewire meter and helpers to build instruments the same way in every crate.
 //!
 //! Instruments are built once (when a layer, wrapper or `#[traced]` call site is first used)
-//! and recorded many times; never build them per request.
+//! and recorded many times; never build them per request. Attribute sets that repeat (one per
+//! route, function or destination and status) are bound once ([`BoundHistograms`]) so a
+//! recording does no attribute hashing.
 
-use opentelemetry::metrics::{Histogram, Meter};
+use std::fmt;
+use std::sync::RwLock;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
 
 /// Bucket boundaries (seconds) the semantic conventions recommend for `*.duration` histograms.
 /// The SDK's default boundaries are millisecond-scaled, so every duration histogram sets these.
@@ -28,4 +34,172 @@ pub fn duration_histogram(
         .with_description(description)
         .with_boundaries(DURATION_BOUNDARIES_SECONDS.to_vec())
         .build()
+}
+
+/// A duration histogram bound to a few attribute sets, each bound on first use.
+///
+/// Recording through an unbound OpenTelemetry instrument hashes the attribute slice and looks
+/// it up in the SDK's map on every call. Operations of one route, function or destination see
+/// only a handful of attribute sets (one per status class, scheme and error type), so each is
+/// bound once with [`Histogram::bind`] and later calls only find their handle by a key
+/// comparison (a short linear scan under a read lock) and record without any attribute work.
+///
+/// Past [`LIMIT`](Self::LIMIT) sets, further ones are recorded unbound, exactly as before: the
+/// exported data is the same either way.
+///
+/// ```
+/// use opentelemetry::KeyValue;
+/// use tracewire_core::metrics::{BoundHistograms, duration_histogram, meter};
+///
+/// let histogram = duration_histogram(&meter(), "demo.duration", "Demo");
+/// let bound: BoundHistograms<u16> = BoundHistograms::new(histogram);
+/// let status = 200;
+/// bound.record(0.012, |key| *key == status, || {
+///     (status, vec![KeyValue::new("http.response.status_code", i64::from(status))])
+/// });
+/// ```
+pub struct BoundHistograms<K> {
+    histogram: Histogram<f64>,
+    bound: RwLock<Vec<(K, BoundHistogram<f64>)>>,
+}
+
+impl<K> fmt::Debug for BoundHistograms<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bound = self.bound.read().map(|b| b.len()).unwrap_or_default();
+        f.debug_struct("BoundHistograms")
+            .field("bound", &bound)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> BoundHistograms<K> {
+    /// How many attribute sets are bound at most; further ones are recorded unbound.
+    pub const LIMIT: usize = 32;
+
+    /// Binds attribute sets of `histogram` as they are first recorded.
+    pub fn new(histogram: Histogram<f64>) -> Self {
+        Self {
+            histogram,
+            bound: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Records `value` under the attribute set whose key `matches`; `attributes` builds the key
+    /// and the set the first time (and every time once [`LIMIT`](Self::LIMIT) sets are bound).
+    pub fn record(
+        &self,
+        value: f64,
+        matches: impl Fn(&K) -> bool,
+        attributes: impl FnOnce() -> (K, Vec<KeyValue>),
+    ) {
+        if let Ok(bound) = self.bound.read()
+            && let Some((_, handle)) = bound.iter().find(|(key, _)| matches(key))
+        {
+            handle.record(value);
+            return;
+        }
+        self.bind_and_record(value, matches, attributes);
+    }
+
+    #[cold]
+    fn bind_and_record(
+        &self,
+        value: f64,
+        matches: impl Fn(&K) -> bool,
+        attributes: impl FnOnce() -> (K, Vec<KeyValue>),
+    ) {
+        let (key, attributes) = attributes();
+        let Ok(mut bound) = self.bound.write() else {
+            self.histogram.record(value, &attributes);
+            return;
+        };
+        if let Some((_, handle)) = bound.iter().find(|(key, _)| matches(key)) {
+            handle.record(value);
+            return;
+        }
+        if bound.len() >= Self::LIMIT {
+            drop(bound);
+            self.histogram.record(value, &attributes);
+            return;
+        }
+        let handle = self.histogram.bind(&attributes);
+        handle.record(value);
+        bound.push((key, handle));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    /// (attributes as `key=value` sorted, count, sum) of every data point of `name`.
+    fn points(exporter: &InMemoryMetricExporter, name: &str) -> Vec<(Vec<String>, u64, f64)> {
+        let mut out = Vec::new();
+        for rm in exporter.get_finished_metrics().unwrap() {
+            for sm in rm.scope_metrics() {
+                for m in sm.metrics().filter(|m| m.name() == name) {
+                    let AggregatedMetrics::F64(MetricData::Histogram(h)) = m.data() else {
+                        panic!("{name} is not an f64 histogram");
+                    };
+                    for p in h.data_points() {
+                        let mut attrs: Vec<String> = p
+                            .attributes()
+                            .map(|kv| format!("{}={}", kv.key, kv.value))
+                            .collect();
+                        attrs.sort();
+                        out.push((attrs, p.count(), p.sum()));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn bound_and_unbound_sets_export_alike() {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let histogram = duration_histogram(&provider.meter("t"), "t.duration", "T");
+        let bound: BoundHistograms<u16> = BoundHistograms::new(histogram.clone());
+        let record = |status: u16, value: f64| {
+            bound.record(
+                value,
+                |key| *key == status,
+                || (status, vec![KeyValue::new("status", i64::from(status))]),
+            );
+        };
+        record(200, 1.0);
+        record(200, 2.0);
+        record(500, 4.0);
+        // The same set recorded unbound lands in the same data point.
+        histogram.record(8.0, &[KeyValue::new("status", 200)]);
+        // Past the limit, sets are recorded unbound: nothing is lost.
+        let past_limit = 1000 + BoundHistograms::<u16>::LIMIT as u16;
+        for status in 1000..=past_limit {
+            record(status, 1.0);
+        }
+        record(past_limit, 1.0);
+        provider.force_flush().unwrap();
+
+        let points = points(&exporter, "t.duration");
+        assert_eq!(points.len(), 2 + BoundHistograms::<u16>::LIMIT + 1);
+        let find = |status: &str| {
+            points
+                .iter()
+                .find(|(attrs, _, _)| attrs == &[format!("status={status}")])
+                .map(|(_, count, sum)| (*count, *sum))
+        };
+        assert_eq!(find("200"), Some((3, 11.0)));
+        assert_eq!(find("500"), Some((1, 4.0)));
+        assert_eq!(find("1000"), Some((1, 1.0)));
+        assert_eq!(find(&past_limit.to_string()), Some((2, 2.0)));
+        let bound_sets = bound.bound.read().unwrap().len();
+        assert_eq!(bound_sets, BoundHistograms::<u16>::LIMIT);
+    }
 }

@@ -35,7 +35,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::trace::{Status, TraceContextExt};
@@ -128,10 +128,21 @@ pub struct Ended<'a> {
 pub trait Measure {
     /// Called exactly once, just before the span ends.
     fn record(&mut self, ended: &Ended<'_>);
+
+    /// Whether [`record`](Self::record) reads [`Ended::elapsed`]. An operation without a
+    /// recording span whose measure says `false` reads no clock at all (its `elapsed` is
+    /// zero).
+    fn needs_elapsed(&self) -> bool {
+        true
+    }
 }
 
 impl Measure for () {
     fn record(&mut self, _: &Ended<'_>) {}
+
+    fn needs_elapsed(&self) -> bool {
+        false
+    }
 }
 
 /// The usual [`Measure`]: one duration histogram (and optionally one counter) recorded with the
@@ -193,13 +204,25 @@ impl Measure for Timed {
     }
 }
 
+/// When an operation started, on the clock its end is read from.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// The monotonic clock; the span keeps the SDK's own timestamps.
+    Monotonic(Instant),
+    /// The wall clock the span was started with (`SpanBuilder::with_start_time`): the end is
+    /// read once and serves both the span's end timestamp and the duration.
+    Wall(SystemTime),
+    /// Nothing needed a clock (no recording span, a measure without durations).
+    None,
+}
+
 /// One instrumented operation. See the [module documentation](self).
 pub struct Operation<M: Measure = Timed> {
     /// The context holding the operation's span; `None` when no span was started (an
     /// unsampled parent whose children are skipped): the metrics are still recorded.
     cx: Option<Context>,
     recording: bool,
-    start: Instant,
+    start: Start,
     failure: Option<Failure>,
     measure: M,
     ended: bool,
@@ -220,13 +243,46 @@ impl<M: Measure> fmt::Debug for Operation<M> {
 
 impl<M: Measure> Operation<M> {
     /// An operation whose span is the current span of `cx` (started by the caller), starting
-    /// now.
+    /// now. When `measure` takes no duration ([`Measure::needs_elapsed`]), no clock is read
+    /// here: the SDK reads its own for a recording span.
     pub fn new(cx: Context, measure: M) -> Self {
-        Self::started_at(cx, measure, Instant::now())
+        let start = if measure.needs_elapsed() {
+            Start::Monotonic(Instant::now())
+        } else {
+            Start::None
+        };
+        Self::with_start(cx, measure, start)
     }
 
     /// An operation that started at `start` (taken before the span was built).
     pub fn started_at(cx: Context, measure: M, start: Instant) -> Self {
+        Self::with_start(cx, measure, Start::Monotonic(start))
+    }
+
+    /// An operation whose span was started with `SpanBuilder::with_start_time(start)`.
+    ///
+    /// The clock is read once at each end: `start` is the span's start timestamp and the
+    /// start of the duration, and the one reading at the end is the span's end timestamp
+    /// (`end_with_timestamp`) and the end of the duration. Durations come from the wall clock
+    /// then, like the SDK's span durations (a clock stepped back mid-operation counts as
+    /// zero).
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use opentelemetry::{Context, trace::{TraceContextExt, Tracer}};
+    /// use tracewire_core::operation::Operation;
+    ///
+    /// let tracer = tracewire_core::tracer();
+    /// let start = SystemTime::now();
+    /// let span = tracer.span_builder("demo").with_start_time(start).start(&tracer);
+    /// let op = Operation::started_at_time(Context::current_with_span(span), (), start);
+    /// op.end();
+    /// ```
+    pub fn started_at_time(cx: Context, measure: M, start: SystemTime) -> Self {
+        Self::with_start(cx, measure, Start::Wall(start))
+    }
+
+    fn with_start(cx: Context, measure: M, start: Start) -> Self {
         let recording = cx.span().is_recording();
         Self {
             cx: Some(cx),
@@ -238,12 +294,18 @@ impl<M: Measure> Operation<M> {
         }
     }
 
-    /// An operation with no span of its own: only its metrics are recorded.
+    /// An operation with no span of its own: only its metrics are recorded (no clock is
+    /// read when its measure takes no duration).
     pub fn without_span(measure: M) -> Self {
+        let start = if measure.needs_elapsed() {
+            Start::Monotonic(Instant::now())
+        } else {
+            Start::None
+        };
         Self {
             cx: None,
             recording: false,
-            start: Instant::now(),
+            start,
             failure: None,
             measure,
             ended: false,
@@ -261,9 +323,19 @@ impl<M: Measure> Operation<M> {
         self.recording
     }
 
-    /// When the operation started.
+    /// When the operation started, on the monotonic clock (for an operation started on the
+    /// wall clock, [`started_at_time`](Self::started_at_time), derived from the time elapsed
+    /// since; for an operation that read no clock, now).
     pub fn start(&self) -> Instant {
-        self.start
+        match self.start {
+            Start::Monotonic(start) => start,
+            Start::Wall(start) => {
+                let now = Instant::now();
+                let elapsed = SystemTime::now().duration_since(start).unwrap_or_default();
+                now.checked_sub(elapsed).unwrap_or(now)
+            }
+            Start::None => Instant::now(),
+        }
     }
 
     /// The metrics recorder, to add attributes known after the start.
@@ -327,7 +399,15 @@ impl<M: Measure> Operation<M> {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        let elapsed = self.start.elapsed();
+        // One clock reading for the end of both the span and the duration.
+        let (elapsed, end_time) = match self.start {
+            Start::Monotonic(start) => (start.elapsed(), None),
+            Start::Wall(start) => {
+                let now = SystemTime::now();
+                (now.duration_since(start).unwrap_or_default(), Some(now))
+            }
+            Start::None => (Duration::ZERO, None),
+        };
         let error_type: Option<Cow<'static, str>> = match kind {
             EndKind::Ok => None,
             EndKind::Error => self.failure.as_ref().map(|f| f.error_type.clone()),
@@ -365,7 +445,10 @@ impl<M: Measure> Operation<M> {
             context: self.cx.as_ref().unwrap_or(&empty),
         });
         if let Some(span) = span {
-            span.end();
+            match end_time {
+                Some(now) => span.end_with_timestamp(now),
+                None => span.end(),
+            }
         }
     }
 }

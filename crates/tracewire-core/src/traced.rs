@@ -39,9 +39,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
+use std::time::SystemTime;
 
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Histogram, ObservableCounter, ObservableUpDownCounter};
+use opentelemetry::metrics::{
+    BoundHistogram, Histogram, ObservableCounter, ObservableUpDownCounter,
+};
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 
@@ -104,11 +106,12 @@ impl Kind {
 
 /// The instruments shared by every `#[traced]` function, built once per process.
 ///
-/// Only the duration histogram is recorded per call through the SDK. The call counts and the
-/// in-flight counts are kept in per-call-site atomics and reported by the observable
-/// `function.calls` and `function.calls.concurrent` when the metrics are collected: the
-/// exported data is the same (a monotonic sum, an up-down sum), and a call costs two atomic
-/// additions instead of three attribute-set lookups.
+/// Only the duration histogram is recorded per call through the SDK, through a handle bound to
+/// the call site's attributes on its first call (no attribute lookup per call). The call
+/// counts and the in-flight counts are kept in per-call-site atomics and reported by the
+/// observable `function.calls` and `function.calls.concurrent` when the metrics are
+/// collected: the exported data is the same (a monotonic sum, an up-down sum), and a call
+/// costs two atomic additions instead of three attribute-set lookups.
 struct Instruments {
     duration: Histogram<f64>,
     _calls: ObservableCounter<u64>,
@@ -168,12 +171,13 @@ fn instruments() -> &'static Instruments {
 
 /// What a call site computes on its first call.
 struct SiteState {
-    tracer: BoxedTracer,
+    tracer: crate::provider::Tracer,
     metrics: Option<&'static SiteMetrics>,
 }
 
 struct SiteMetrics {
-    duration: &'static Histogram<f64>,
+    /// `function.calls.duration`, bound to `base`.
+    duration: BoundHistogram<f64>,
     ok: [KeyValue; 3],
     error: [KeyValue; 3],
     base: [KeyValue; 2],
@@ -236,12 +240,13 @@ impl CallSite {
 
     fn state(&'static self) -> &'static SiteState {
         self.state.get_or_init(|| SiteState {
-            tracer: crate::tracer(),
+            tracer: crate::provider::tracer(),
             metrics: self.metrics.then(|| {
                 let function = KeyValue::new(FUNCTION, self.function);
                 let module = KeyValue::new(MODULE, self.module);
+                let base = [function.clone(), module.clone()];
                 let metrics: &'static SiteMetrics = Box::leak(Box::new(SiteMetrics {
-                    duration: &instruments().duration,
+                    duration: instruments().duration.bind(&base),
                     ok: [
                         function.clone(),
                         module.clone(),
@@ -252,7 +257,7 @@ impl CallSite {
                         module.clone(),
                         KeyValue::new(RESULT, "error"),
                     ],
-                    base: [function, module],
+                    base,
                     ok_count: AtomicU64::new(0),
                     error_count: AtomicU64::new(0),
                     in_flight: AtomicI64::new(0),
@@ -290,10 +295,14 @@ impl CallSite {
                 site: self,
             };
         }
-        let builder = state
+        let mut builder = state
             .tracer
             .span_builder(Cow::Borrowed(self.name))
             .with_kind(self.kind.span_kind());
+        // One clock reading at the start: the span's start time and the duration's start.
+        // Without metrics, the SDK reads the clock itself, and only for a recording span.
+        let start = state.metrics.is_some().then(SystemTime::now);
+        builder.start_time = start;
         let mut span =
             Context::map_current(|parent| state.tracer.build_with_context(builder, parent));
         // Set up the span before it moves into the context (where every access takes a lock).
@@ -305,8 +314,12 @@ impl CallSite {
             ]);
         }
         let cx = Context::current_with_span(span);
+        let op = match start {
+            Some(start) => Operation::started_at_time(cx, measure, start),
+            None => Operation::new(cx, measure),
+        };
         SpanGuard {
-            op: Some(Operation::new(cx, measure)),
+            op: Some(op),
             site: self,
         }
     }
@@ -327,7 +340,11 @@ impl Measure for CallMetrics {
             EndKind::Error | EndKind::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
             EndKind::Cancelled => return,
         };
-        m.duration.record(ended.elapsed.as_secs_f64(), &m.base);
+        m.duration.record(ended.elapsed.as_secs_f64());
+    }
+
+    fn needs_elapsed(&self) -> bool {
+        self.metrics.is_some()
     }
 }
 

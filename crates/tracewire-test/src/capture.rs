@@ -62,7 +62,8 @@ impl Capture {
         let meter_provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(metrics.clone()).build())
             .build();
-        global::set_tracer_provider(tracer_provider.clone());
+        // As `tracewire::init()` installs it: instrumentation uses the SDK's tracer directly.
+        tracewire_core::provider::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
         // What `tracewire::init()` installs by default.
         global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());

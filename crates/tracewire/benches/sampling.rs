@@ -62,7 +62,8 @@ async fn fail() -> StatusCode {
 
 /// A router instrumented with the tracer provider `provider` (set globally while building).
 fn app(provider: &SdkTracerProvider) -> Router {
-    global::set_tracer_provider(provider.clone());
+    // As `tracewire::init()` installs it.
+    tracewire_core::provider::set_tracer_provider(provider.clone());
     Router::new()
         .route("/users/{id}", get(user))
         .route("/fail", get(fail))

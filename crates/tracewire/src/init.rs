@@ -579,7 +579,8 @@ impl Builder {
                 global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new())
             }
         }
-        global::set_tracer_provider(tracer_provider.clone());
+        // Installed so tracewire's instrumentation starts spans with the SDK's tracer directly.
+        tracewire_core::provider::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
         // With a parent-based sampler, `#[traced]` calls inside an unsampled trace need no span.
         // Under the tail decision, unsampled spans are recorded: children too.

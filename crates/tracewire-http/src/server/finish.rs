@@ -11,7 +11,7 @@ use tracewire_core::RequestId;
 use tracewire_core::attributes as attr;
 use tracewire_core::operation::{EndKind, Ended, Failure, Measure, Operation};
 
-use super::telemetry::{Config, Instruments, scheme};
+use super::telemetry::{Config, DurationKey, Durations, Instruments, scheme};
 use crate::classify::{Ending, GrpcCall, GrpcCode, Side};
 
 /// The measure of one request: `http.server.request.duration`, the in-flight count and the
@@ -23,6 +23,10 @@ pub(crate) struct RequestMeasure {
     pub(crate) method_idx: usize,
     pub(crate) https: bool,
     pub(crate) route: Option<Cow<'static, str>>,
+    /// The route's (or the unrouted method's) duration histogram, bound per attribute set;
+    /// `None` past the route cache's limit.
+    pub(crate) durations: Option<Arc<Durations>>,
+    /// The path for the access-log line; `None` when no access-log event would be written.
     pub(crate) path: Option<Box<str>>,
     pub(crate) status: Option<u16>,
     /// Set when the call is recorded as gRPC: judged by `grpc-status`, measured in
@@ -67,7 +71,9 @@ impl Measure for RequestMeasure {
 }
 
 impl RequestMeasure {
-    fn record_http(&mut self, ended: &Ended<'_>) {
+    /// The metric attributes of an HTTP request, built only when its attribute set is first
+    /// bound (or when it cannot be bound).
+    fn http_attributes(&self, error_type: Option<&str>) -> (DurationKey, Vec<KeyValue>) {
         let mut attributes = Vec::with_capacity(5);
         attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, self.method));
         attributes.push(KeyValue::new(attr::URL_SCHEME, scheme(self.https)));
@@ -80,12 +86,31 @@ impl RequestMeasure {
                 i64::from(status),
             ));
         }
-        if let Some(error) = ended.error_type {
+        if let Some(error) = error_type {
             attributes.push(KeyValue::new(attr::ERROR_TYPE, error.to_owned()));
         }
-        self.instruments
-            .duration
-            .record(ended.elapsed.as_secs_f64(), &attributes);
+        let key = DurationKey {
+            https: self.https,
+            status: self.status,
+            error_type: error_type.map(Box::from),
+        };
+        (key, attributes)
+    }
+
+    fn record_http(&mut self, ended: &Ended<'_>) {
+        let seconds = ended.elapsed.as_secs_f64();
+        let (https, status, error_type) = (self.https, self.status, ended.error_type);
+        match &self.durations {
+            Some(durations) => durations.record(
+                seconds,
+                |key| key.is(https, status, error_type),
+                || self.http_attributes(error_type),
+            ),
+            None => {
+                let (_, attributes) = self.http_attributes(error_type);
+                self.instruments.duration.record(seconds, &attributes);
+            }
+        }
         self.instruments.active.end(self.method_idx, self.https);
     }
 

@@ -1,7 +1,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
+use std::time::SystemTime;
 
 use http::{HeaderMap, Request, Response};
 use opentelemetry::KeyValue;
@@ -71,7 +71,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let start = Instant::now();
+        // The one clock reading at the start: the span's start time and the duration's.
+        let start = SystemTime::now();
         let shared = &self.instruments;
         let config = &self.config;
 
@@ -91,13 +92,17 @@ where
             Protocol::Grpc => Some(GrpcCall::start(req.uri().path(), Side::Server)),
             Protocol::Http => None,
         };
-        let (route, span_name) = match (&grpc, matched_route(&req)) {
-            (Some(call), _) => (None, call.span_name()),
+        let (route, span_name, durations) = match (&grpc, matched_route(&req)) {
+            (Some(call), _) => (None, call.span_name(), None),
             (None, Some(route)) => {
                 let named = shared.names.get(method_idx, method, route);
-                (Some(named.route), named.span_name)
+                (Some(named.route), named.span_name, named.durations)
             }
-            (None, None) => (None, Cow::Borrowed(method)),
+            (None, None) => (
+                None,
+                Cow::Borrowed(method),
+                Some(shared.unrouted[method_idx].clone()),
+            ),
         };
 
         let mut attributes = Vec::with_capacity(4);
@@ -113,6 +118,7 @@ where
             .tracer
             .span_builder(span_name)
             .with_kind(SpanKind::Server)
+            .with_start_time(start)
             .with_attributes(attributes)
             .start_with_context(&shared.tracer, &parent);
 
@@ -124,9 +130,10 @@ where
         req.extensions_mut().insert(request_id.clone());
 
         shared.active.start(method_idx, https);
-        let path = config
-            .access_log
-            .then(|| Box::<str>::from(req.uri().path()));
+        // The path is kept only for an access-log line that some subscriber would write.
+        let path = (config.access_log
+            && tracing::enabled!(target: "tracewire::access", tracing::Level::WARN))
+        .then(|| Box::<str>::from(req.uri().path()));
         let measure = RequestMeasure {
             instruments: self.instruments.clone(),
             config: self.config.clone(),
@@ -134,12 +141,13 @@ where
             method_idx,
             https,
             route,
+            durations,
             path,
             status: None,
             grpc,
             grpc_attributes: Vec::new(),
         };
-        let op = Operation::started_at(cx.clone(), measure, start);
+        let op = Operation::started_at_time(cx.clone(), measure, start);
         let exchange = Exchange::new(op, cx, request_id);
         let future = {
             let _attached = exchange.context().clone().attach();
@@ -202,7 +210,7 @@ fn server_address<B>(req: &Request<B>) -> Option<(&str, Option<u16>)> {
 
 /// Attributes only a recording span needs; skipped entirely for unsampled requests.
 fn record_request<B>(
-    span: &mut opentelemetry::global::BoxedSpan,
+    span: &mut tracewire_core::provider::Span,
     req: &Request<B>,
     config: &Config,
     method_idx: usize,
@@ -277,7 +285,16 @@ fn request_id(headers: &HeaderMap, name: &http::HeaderName) -> RequestId {
     {
         return RequestId::new(text);
     }
-    let mut id = String::with_capacity(32);
-    tracewire_core::text::push_hex(&mut id, &rand::random::<u128>().to_be_bytes());
-    RequestId::new(id)
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 32];
+    for (pair, byte) in hex
+        .chunks_exact_mut(2)
+        .zip(rand::random::<u128>().to_be_bytes())
+    {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
+    // Hex digits only, so always UTF-8; built on the stack, the id's own allocation is the
+    // only one.
+    RequestId::new(std::str::from_utf8(&hex).unwrap_or_default())
 }

@@ -5,14 +5,14 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use http::HeaderName;
 use opentelemetry::KeyValue;
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Histogram, ObservableUpDownCounter};
 use opentelemetry_semantic_conventions::metric as semconv;
 use tracewire_core::attributes as attr;
+use tracewire_core::metrics::BoundHistograms;
 use tracewire_core::redact::SensitiveHeaders;
 
 use crate::classify::SharedClassifier;
@@ -46,8 +46,10 @@ impl Default for Config {
 
 /// What every clone of a layer shares: the tracer, the instruments and the span-name cache.
 pub(crate) struct Instruments {
-    pub(crate) tracer: BoxedTracer,
+    pub(crate) tracer: tracewire_core::provider::Tracer,
     pub(crate) duration: Histogram<f64>,
+    /// `http.server.request.duration` of requests without a matched route, per method.
+    pub(crate) unrouted: [Arc<Durations>; METHOD_COUNT],
     /// `rpc.server.call.duration`, for calls classified as gRPC.
     pub(crate) rpc_duration: Histogram<f64>,
     pub(crate) active: &'static ActiveRequests,
@@ -64,20 +66,22 @@ impl Instruments {
     /// Takes the tracer and the meter from the global providers, now.
     pub(crate) fn from_globals() -> Self {
         let meter = tracewire_core::metrics::meter();
+        let duration = tracewire_core::metrics::duration_histogram(
+            &meter,
+            semconv::HTTP_SERVER_REQUEST_DURATION,
+            "Duration of HTTP server requests.",
+        );
         Self {
-            tracer: tracewire_core::tracer(),
-            duration: tracewire_core::metrics::duration_histogram(
-                &meter,
-                semconv::HTTP_SERVER_REQUEST_DURATION,
-                "Duration of HTTP server requests.",
-            ),
+            tracer: tracewire_core::provider::tracer(),
+            unrouted: std::array::from_fn(|_| Arc::new(BoundHistograms::new(duration.clone()))),
+            names: RouteNames::new(duration.clone()),
+            duration,
             rpc_duration: tracewire_core::metrics::duration_histogram(
                 &meter,
                 semconv::RPC_SERVER_CALL_DURATION,
                 "Duration of incoming RPCs.",
             ),
             active: ActiveRequests::get(),
-            names: RouteNames::default(),
         }
     }
 }
@@ -162,40 +166,66 @@ pub(crate) fn scheme(https: bool) -> &'static str {
     if https { "https" } else { "http" }
 }
 
-/// Span names and route values per (method, route), computed once and reused.
+/// `http.server.request.duration` of one (route, method), bound per scheme, status and
+/// error type as they are first seen.
+pub(crate) type Durations = BoundHistograms<DurationKey>;
+
+/// What tells the attribute sets of one (route, method) apart.
+pub(crate) struct DurationKey {
+    pub(crate) https: bool,
+    pub(crate) status: Option<u16>,
+    pub(crate) error_type: Option<Box<str>>,
+}
+
+impl DurationKey {
+    pub(crate) fn is(&self, https: bool, status: Option<u16>, error_type: Option<&str>) -> bool {
+        self.https == https && self.status == status && self.error_type.as_deref() == error_type
+    }
+}
+
+/// Span names, route values and bound duration histograms per (method, route), computed once
+/// and reused.
 ///
 /// Routes are templates (`/users/{id}`), a small fixed set, so each distinct route and
 /// `"{method} {route}"` pair is leaked once into a `&'static str`, then shared by every request
 /// without allocation. The cache is bounded: past [`RouteNames::LIMIT`] routes, names are built
-/// per request instead.
-#[derive(Default)]
+/// per request instead and durations recorded unbound.
 pub(crate) struct RouteNames {
+    duration: Histogram<f64>,
     map: RwLock<HashMap<Box<str>, RouteEntry>>,
 }
 
-#[derive(Clone, Copy)]
 struct RouteEntry {
     route: &'static str,
-    names: [Option<&'static str>; METHOD_COUNT],
+    names: [Option<(&'static str, Arc<Durations>)>; METHOD_COUNT],
 }
 
-/// A route and a span name, static when cached.
+/// A route and a span name, static when cached, with the route's bound durations.
 pub(crate) struct Named {
     pub(crate) route: Cow<'static, str>,
     pub(crate) span_name: Cow<'static, str>,
+    pub(crate) durations: Option<Arc<Durations>>,
 }
 
 impl RouteNames {
     const LIMIT: usize = 4096;
 
+    fn new(duration: Histogram<f64>) -> Self {
+        Self {
+            duration,
+            map: RwLock::default(),
+        }
+    }
+
     pub(crate) fn get(&self, method_idx: usize, method: &'static str, route: &str) -> Named {
         if let Ok(map) = self.map.read()
             && let Some(entry) = map.get(route)
-            && let Some(name) = entry.names[method_idx]
+            && let Some((name, durations)) = &entry.names[method_idx]
         {
             return Named {
                 route: Cow::Borrowed(entry.route),
                 span_name: Cow::Borrowed(name),
+                durations: Some(durations.clone()),
             };
         }
         self.insert(method_idx, method, route)
@@ -208,29 +238,31 @@ impl RouteNames {
             return Named {
                 route: Cow::Owned(route.to_owned()),
                 span_name: Cow::Owned(name),
+                durations: None,
             };
         };
         if map.len() >= Self::LIMIT && !map.contains_key(route) {
             return Named {
                 route: Cow::Owned(route.to_owned()),
                 span_name: Cow::Owned(name),
+                durations: None,
             };
         }
         let entry = map.entry(Box::from(route)).or_insert_with(|| RouteEntry {
             route: Box::leak(Box::from(route)),
-            names: [None; METHOD_COUNT],
+            names: [const { None }; METHOD_COUNT],
         });
-        let name: &'static str = match entry.names[method_idx] {
-            Some(existing) => existing,
-            None => {
-                let leaked: &'static str = Box::leak(name.into_boxed_str());
-                entry.names[method_idx] = Some(leaked);
-                leaked
-            }
-        };
+        let (name, durations) = entry.names[method_idx].get_or_insert_with(|| {
+            let leaked: &'static str = Box::leak(name.into_boxed_str());
+            (
+                leaked,
+                Arc::new(BoundHistograms::new(self.duration.clone())),
+            )
+        });
         Named {
             route: Cow::Borrowed(entry.route),
             span_name: Cow::Borrowed(name),
+            durations: Some(durations.clone()),
         }
     }
 }

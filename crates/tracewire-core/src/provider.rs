@@ -1,0 +1,232 @@
+//! The tracer tracewire's instrumentation starts its spans with: the SDK's own tracer when the
+//! global tracer provider is an SDK provider installed through [`set_tracer_provider`]
+//! (`tracewire::init()` does), the boxed global tracer otherwise.
+//!
+//! OpenTelemetry's global tracer is a trait object: every span it starts is boxed, and the
+//! context then boxes that box again. [`tracer()`] hands out the concrete SDK tracer instead
+//! whenever the global provider is one tracewire installed, so a span is one allocation less
+//! and its calls are direct. It is resolved from whatever provider is global when it is called
+//! (instrumentation calls it when a layer or wrapper is built, or on a `#[traced]` function's
+//! first call): a provider installed afterwards, with this function or with
+//! `opentelemetry::global::set_tracer_provider`, is used by everything resolved after that, and
+//! any provider tracewire did not install is used through the boxed global tracer, as before.
+//!
+//! ```
+//! use opentelemetry::trace::{Span as _, Tracer as _};
+//! use opentelemetry_sdk::trace::SdkTracerProvider;
+//!
+//! tracewire_core::provider::set_tracer_provider(SdkTracerProvider::builder().build());
+//! let tracer = tracewire_core::provider::tracer();
+//! assert!(tracer.is_sdk());
+//! let mut span = tracer.start("demo");
+//! span.end();
+//! ```
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opentelemetry::global::{BoxedSpan, BoxedTracer};
+use opentelemetry::trace::{self, SpanBuilder, SpanContext, Status};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+thread_local! {
+    /// Set by [`Registered`] while the global provider builds a tracer on this thread.
+    static RESOLVED: RefCell<Option<SdkTracer>> = const { RefCell::new(None) };
+}
+
+/// An SDK tracer provider installed globally by tracewire: behaves exactly as the provider,
+/// and tells [`tracer()`] the concrete tracer it built.
+#[derive(Debug)]
+struct Registered(SdkTracerProvider);
+
+impl trace::TracerProvider for Registered {
+    type Tracer = SdkTracer;
+
+    fn tracer_with_scope(&self, scope: InstrumentationScope) -> SdkTracer {
+        let tracer = self.0.tracer_with_scope(scope);
+        RESOLVED.with(|resolved| *resolved.borrow_mut() = Some(tracer.clone()));
+        tracer
+    }
+}
+
+/// Installs `provider` as OpenTelemetry's global tracer provider (like
+/// `opentelemetry::global::set_tracer_provider`), so that tracewire's instrumentation resolved
+/// from now on starts its spans with the SDK's tracer directly.
+pub fn set_tracer_provider(provider: SdkTracerProvider) {
+    opentelemetry::global::set_tracer_provider(Registered(provider));
+}
+
+/// The tracer of tracewire's scope, from the global tracer provider at the time of the call:
+/// see the [module documentation](self).
+pub fn tracer() -> Tracer {
+    RESOLVED.with(|resolved| resolved.borrow_mut().take());
+    let global = opentelemetry::global::tracer_with_scope(crate::scope());
+    match RESOLVED.with(|resolved| resolved.borrow_mut().take()) {
+        Some(sdk) => Tracer(TracerInner::Sdk(sdk)),
+        None => Tracer(TracerInner::Global(Arc::new(global))),
+    }
+}
+
+/// The tracer returned by [`tracer()`]: the SDK's, or the boxed global one.
+#[derive(Clone)]
+pub struct Tracer(TracerInner);
+
+#[derive(Clone)]
+enum TracerInner {
+    Sdk(SdkTracer),
+    Global(Arc<BoxedTracer>),
+}
+
+impl fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracer")
+            .field("sdk", &self.is_sdk())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracer {
+    /// Whether spans are started with the SDK's tracer directly (the global provider was
+    /// installed with [`set_tracer_provider`]).
+    pub fn is_sdk(&self) -> bool {
+        matches!(self.0, TracerInner::Sdk(_))
+    }
+}
+
+impl trace::Tracer for Tracer {
+    type Span = Span;
+
+    fn build_with_context(&self, builder: SpanBuilder, parent_cx: &Context) -> Span {
+        match &self.0 {
+            TracerInner::Sdk(tracer) => Span::Sdk(tracer.build_with_context(builder, parent_cx)),
+            TracerInner::Global(tracer) => {
+                Span::Global(tracer.build_with_context(builder, parent_cx))
+            }
+        }
+    }
+}
+
+/// A span started by a [`Tracer`].
+// The SDK's span is large, but it is moved once, into the context's own box: boxing it here
+// would bring back the allocation this type exists to save.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Span {
+    /// Started by the SDK's tracer.
+    Sdk(opentelemetry_sdk::trace::Span),
+    /// Started by the boxed global tracer.
+    Global(BoxedSpan),
+}
+
+macro_rules! each {
+    ($self:ident, $span:ident => $body:expr) => {
+        match $self {
+            Span::Sdk($span) => $body,
+            Span::Global($span) => $body,
+        }
+    };
+}
+
+impl trace::Span for Span {
+    fn add_event_with_timestamp<T>(
+        &mut self,
+        name: T,
+        timestamp: SystemTime,
+        attributes: Vec<KeyValue>,
+    ) where
+        T: Into<Cow<'static, str>>,
+    {
+        each!(self, span => span.add_event_with_timestamp(name, timestamp, attributes))
+    }
+
+    fn span_context(&self) -> &SpanContext {
+        each!(self, span => span.span_context())
+    }
+
+    fn is_recording(&self) -> bool {
+        each!(self, span => span.is_recording())
+    }
+
+    fn set_attribute(&mut self, attribute: KeyValue) {
+        each!(self, span => span.set_attribute(attribute))
+    }
+
+    fn set_attributes(&mut self, attributes: impl IntoIterator<Item = KeyValue>) {
+        each!(self, span => span.set_attributes(attributes))
+    }
+
+    fn set_status(&mut self, status: Status) {
+        each!(self, span => span.set_status(status))
+    }
+
+    fn update_name<T>(&mut self, new_name: T)
+    where
+        T: Into<Cow<'static, str>>,
+    {
+        each!(self, span => span.update_name(new_name))
+    }
+
+    fn add_link(&mut self, span_context: SpanContext, attributes: Vec<KeyValue>) {
+        each!(self, span => span.add_link(span_context, attributes))
+    }
+
+    fn end(&mut self) {
+        each!(self, span => span.end())
+    }
+
+    fn end_with_timestamp(&mut self, timestamp: SystemTime) {
+        each!(self, span => span.end_with_timestamp(timestamp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _};
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    #[test]
+    fn sdk_tracer_only_for_a_provider_tracewire_installed() {
+        let exporter = InMemorySpanExporter::default();
+        let ours = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        set_tracer_provider(ours.clone());
+        let ours_tracer = tracer();
+        assert!(ours_tracer.is_sdk());
+        let mut span = ours_tracer.start("direct");
+        span.set_attribute(KeyValue::new("k", 1));
+        let cx = Context::new().with_span(span);
+        cx.span().end();
+
+        // A provider installed around tracewire: used through the boxed global tracer.
+        let theirs_exporter = InMemorySpanExporter::default();
+        let theirs = SdkTracerProvider::builder()
+            .with_simple_exporter(theirs_exporter.clone())
+            .build();
+        opentelemetry::global::set_tracer_provider(theirs.clone());
+        let theirs_tracer = tracer();
+        assert!(!theirs_tracer.is_sdk());
+        theirs_tracer.start("boxed").end();
+
+        let ours_spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(ours_spans.len(), 1);
+        assert_eq!(ours_spans[0].name, "direct");
+        assert_eq!(ours_spans[0].attributes, [KeyValue::new("k", 1)]);
+        assert_eq!(
+            ours_spans[0].instrumentation_scope.name(),
+            crate::SCOPE_NAME
+        );
+        let theirs_spans = theirs_exporter.get_finished_spans().unwrap();
+        assert_eq!(theirs_spans.len(), 1);
+        assert_eq!(theirs_spans[0].name, "boxed");
+        assert_eq!(
+            theirs_spans[0].instrumentation_scope.name(),
+            crate::SCOPE_NAME
+        );
+    }
+}
