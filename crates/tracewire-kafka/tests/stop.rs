@@ -43,7 +43,11 @@ async fn stop_returns_in_time_with_the_broker_up_or_gone() {
             consumer.inner().subscribe(&[&topic]).unwrap();
             {
                 let msg = within(30, "the record", consumer.recv()).await.unwrap();
-                consumer.process(&msg, async {}).await;
+                let processed = consumer
+                    .process(&msg, async { Ok::<(), std::convert::Infallible>(()) })
+                    .await
+                    .expect("committed");
+                assert_eq!(processed.outcome(), tracewire_kafka::Outcome::Ack);
             }
             if broker_down {
                 broker.mock_cluster().unwrap().broker_down(1).unwrap();
