@@ -2,7 +2,7 @@
 //!
 //! Carriers (HTTP headers, AMQP field tables, Kafka headers) implement OpenTelemetry's
 //! [`Injector`]/[`Extractor`], and these functions run them through `opentelemetry::global`'s
-//! `TextMapPropagator`: tracewire's own [`W3cPropagator`](crate::w3c::W3cPropagator) by
+//! `TextMapPropagator`: tracewire's own [`W3cPropagator`] by
 //! default (W3C trace context and baggage), whatever the user configured otherwise. A carrier
 //! that also implements [`TextSink`] is written through [`inject_text`] without a `String` per
 //! header when the configured propagator is tracewire's.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::Context;
@@ -28,9 +28,45 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 2_048;
 /// Items the background thread moves into the store per lock.
 const BATCH: usize = 512;
 
+/// How long the background thread sleeps when the hand-off is empty.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+// Spans are the bulk of what goes through the channel, and its slots are as large as the
+// largest variant either way: boxing the span would add an allocation per span for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Span(SpanData),
-    Log(LogRecord),
+    Log(PendingLog),
+}
+
+/// A log line as the request thread hands it over: ids as numbers and names as the static
+/// strings `tracing` gives, turned into a [`LogRecord`] on the view's thread.
+struct PendingLog {
+    trace_id: opentelemetry::trace::TraceId,
+    span_id: opentelemetry::trace::SpanId,
+    time: SystemTime,
+    level: &'static str,
+    target: &'static str,
+    message: String,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl PendingLog {
+    fn into_record(self) -> LogRecord {
+        LogRecord {
+            trace_id: self.trace_id.to_string(),
+            span_id: self.span_id.to_string(),
+            time_unix_nano: unix_nano(self.time),
+            level: self.level.to_owned(),
+            target: self.target.to_owned(),
+            message: self.message,
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        }
+    }
 }
 
 struct Shared {
@@ -212,31 +248,46 @@ struct Drain {
 
 impl Drain {
     fn run(self) {
-        while let Ok(first) = self.rx.recv() {
+        // The thread sleeps between batches instead of blocking on the channel: a sender
+        // then never has to wake it, so handing an item over stays one non-blocking push.
+        loop {
             let mut spans = Vec::new();
             let mut logs = Vec::new();
             let mut n = 0u64;
-            let mut next = Some(first);
-            while let Some(item) = next {
-                n += 1;
-                match item {
-                    Item::Span(data) => spans.push(from_span_data(data, &self.service)),
-                    Item::Log(log) => logs.push(log),
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Item::Span(data)) => spans.push(from_span_data(data, &self.service)),
+                    Ok(Item::Log(log)) => logs.push(log.into_record()),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.store_batch(spans, logs, n);
+                        return;
+                    }
                 }
-                next = if n < BATCH as u64 {
-                    self.rx.try_recv().ok()
-                } else {
-                    None
-                };
+                n += 1;
+                if n == BATCH as u64 {
+                    break;
+                }
             }
-            self.store.insert_spans(spans);
-            self.store.insert_logs(logs);
-            let (lock, cvar) = &*self.flushed;
-            if let Ok(mut done) = lock.lock() {
-                *done += n;
+            if n == 0 {
+                std::thread::sleep(DRAIN_INTERVAL);
+            } else {
+                self.store_batch(spans, logs, n);
             }
-            cvar.notify_all();
         }
+    }
+
+    fn store_batch(&self, spans: Vec<SpanRecord>, logs: Vec<LogRecord>, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.store.insert_spans(spans);
+        self.store.insert_logs(logs);
+        let (lock, cvar) = &*self.flushed;
+        if let Ok(mut done) = lock.lock() {
+            *done += n;
+        }
+        cvar.notify_all();
     }
 }
 
@@ -292,25 +343,24 @@ impl<S: Subscriber> Layer<S> for ViewLogLayer {
         let ids = Context::map_current(|cx| {
             let span = cx.span();
             let sc = span.span_context();
-            sc.is_valid()
-                .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
         });
         let Some((trace_id, span_id)) = ids else {
             return;
         };
         let mut visitor = Fields {
             message: String::new(),
-            fields: BTreeMap::new(),
+            fields: Vec::new(),
             sensitive: &self.recorder.shared.sensitive,
         };
         event.record(&mut visitor);
         let meta = event.metadata();
-        self.recorder.send(Item::Log(LogRecord {
+        self.recorder.send(Item::Log(PendingLog {
             trace_id,
             span_id,
-            time_unix_nano: unix_nano(SystemTime::now()),
-            level: meta.level().as_str().to_owned(),
-            target: meta.target().to_owned(),
+            time: SystemTime::now(),
+            level: meta.level().as_str(),
+            target: meta.target(),
             message: visitor.message,
             fields: visitor.fields,
         }));
@@ -319,7 +369,7 @@ impl<S: Subscriber> Layer<S> for ViewLogLayer {
 
 struct Fields<'a> {
     message: String,
-    fields: BTreeMap<String, String>,
+    fields: Vec<(&'static str, String)>,
     sensitive: &'a SensitiveHeaders,
 }
 
@@ -328,8 +378,12 @@ impl Fields<'_> {
         if field.name() == "message" {
             self.message = value;
         } else {
-            let shown = self.sensitive.apply(field.name(), &value).to_owned();
-            self.fields.insert(field.name().to_owned(), shown);
+            let shown = if self.sensitive.contains(field.name()) {
+                tracewire_core::redact::REDACTED.to_owned()
+            } else {
+                value
+            };
+            self.fields.push((field.name(), shown));
         }
     }
 }
