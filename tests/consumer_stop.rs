@@ -7,7 +7,8 @@
 //! `scripts/ensure-tansu` installs; RabbitMQ from `/usr/lib/rabbitmq/bin` with its own node
 //! name, ports and directories) and kills only that broker. A missing broker fails the test.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -89,23 +90,11 @@ impl Example {
         cmd.args(args)
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {exe}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                sink.lock().unwrap().push(value);
-            }
-        });
+        let (child, lines) = common::process::spawn_collecting_json(cmd);
         Self { child, lines }
     }
 

@@ -120,23 +120,31 @@ impl Service {
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
             .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {exe}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                sink.lock().unwrap().push(value);
-            }
-        });
-        (child, lines)
+        spawn_collecting_json(cmd)
     }
+}
+
+/// Spawns `cmd` with its standard error inherited and its standard output read on a thread of
+/// its own, every line parsed as JSON (a line that is not JSON fails the test) into the list
+/// returned beside the child.
+pub fn spawn_collecting_json(mut cmd: Command) -> (Child, Arc<Mutex<Vec<Value>>>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+    let stdout = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+            sink.lock().unwrap().push(value);
+        }
+    });
+    (child, lines)
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset};
 use support::{Broker, assert_attr, install, unique, within};
@@ -60,17 +59,7 @@ async fn stopping_finishes_the_record_in_hand_and_commits_it() {
     broker.create_topic(&topic, 1).await;
     let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
     for payload in ["one", "two", "three"] {
-        within(
-            30,
-            "delivery",
-            producer.send(
-                FutureRecord::<str, str>::to(&topic).payload(payload),
-                Duration::from_secs(5),
-            ),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+        support::deliver(&producer, &topic, payload).await;
     }
 
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&group))

@@ -54,17 +54,7 @@ async fn broker_going_away_fails_the_send_and_ends_its_span() {
     let mut config = broker.producer_config();
     config.set("message.timeout.ms", "2000");
     let producer = TracedProducer::from_config(&config).unwrap();
-    within(
-        30,
-        "first delivery",
-        producer.send(
-            FutureRecord::<str, str>::to(&topic).payload("one"),
-            Duration::from_secs(1),
-        ),
-    )
-    .await
-    .map_err(|(e, _)| e)
-    .expect("delivered while the broker is up");
+    support::deliver(&producer, &topic, "one").await;
 
     broker.mock_cluster().unwrap().broker_down(1).unwrap();
     let sends = support::assert_send_fails_without_broker(&producer, &topic, &telemetry).await;
@@ -121,17 +111,7 @@ async fn broker_going_away_mid_stream_surfaces_a_consumer_error() {
     let topic = unique("stream");
     broker.create_topic(&topic, 1).await;
     let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-    within(
-        30,
-        "delivery",
-        producer.send(
-            FutureRecord::<str, str>::to(&topic).payload("one"),
-            Duration::from_secs(1),
-        ),
-    )
-    .await
-    .map_err(|(e, _)| e)
-    .unwrap();
+    support::deliver(&producer, &topic, "one").await;
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
     support::assign(consumer.inner(), &[(&topic, 1)]);
     let msg = within(30, "the record", consumer.recv()).await.unwrap();
@@ -217,17 +197,7 @@ async fn handler_errors_and_refused_commits_are_recorded() {
     broker.create_topic(&topic, 1).await;
     let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
     for payload in ["first", "second"] {
-        within(
-            30,
-            "delivery",
-            producer.send(
-                FutureRecord::<str, str>::to(&topic).payload(payload),
-                Duration::from_secs(5),
-            ),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+        support::deliver(&producer, &topic, payload).await;
     }
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&group))
         .unwrap()

@@ -9,7 +9,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureRecord;
 use support::{Broker, install, unique, within};
 use tracewire_kafka::{StopError, TracedConsumer, TracedProducer, stop};
 
@@ -26,17 +25,7 @@ async fn stop_returns_in_time_with_the_broker_up_or_gone() {
             let topic = unique("stop");
             broker.create_topic(&topic, 1).await;
             let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-            within(
-                30,
-                "delivery",
-                producer.send(
-                    FutureRecord::<str, str>::to(&topic).payload("one"),
-                    Duration::from_secs(5),
-                ),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
+            support::deliver(&producer, &topic, "one").await;
             let consumer =
                 TracedConsumer::from_config(&broker.consumer_config(&unique("stop-group")))
                     .unwrap();

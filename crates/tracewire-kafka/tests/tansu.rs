@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureRecord;
 use support::{Broker, install, scenarios, unique, within};
 use tracewire_kafka::{TracedConsumer, TracedProducer};
 
@@ -126,17 +125,7 @@ async fn broker_process_dying_mid_stream_surfaces_errors() {
     let mut config = broker.producer_config();
     config.set("message.timeout.ms", "3000");
     let producer = TracedProducer::from_config(&config).unwrap();
-    within(
-        30,
-        "delivery",
-        producer.send(
-            FutureRecord::<str, str>::to(&topic).payload("one"),
-            Duration::from_secs(1),
-        ),
-    )
-    .await
-    .map_err(|(e, _)| e)
-    .unwrap();
+    support::deliver(&producer, &topic, "one").await;
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g"))).unwrap();
     support::assign(consumer.inner(), &[(&topic, 1)]);
     let msg = within(30, "the record", consumer.recv()).await.unwrap();

@@ -155,6 +155,23 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, future: F) ->
         .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
 }
 
+/// Sends `payload` to `topic` and waits (at most 30 s) for its delivery report, failing the
+/// test when the record is not delivered.
+pub async fn deliver(producer: &tracewire_kafka::TracedProducer, topic: &str, payload: &str) {
+    use rdkafka::producer::FutureRecord;
+    within(
+        30,
+        "delivery",
+        producer.send(
+            FutureRecord::<str, str>::to(topic).payload(payload),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap_or_else(|e| panic!("delivery to {topic}: {e}"));
+}
+
 /// With the broker gone, a send fails with `MessageTimedOut` (never a panic), and its producer
 /// span — the second `send {topic}` span after one successful send — still ends, carrying
 /// `error.type`. Returns the ended producer spans.
