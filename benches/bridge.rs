@@ -12,28 +12,10 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::Sampler;
+use tracewire_benches::provider;
 use tracewire_core::bridge::TracingBridge;
 use tracing_subscriber::layer::SubscriberExt;
-
-/// Accepts and discards every batch, like a collector that answers instantly.
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
-
-fn provider(sampler: Sampler) -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
-        .with_sampler(sampler)
-        .build()
-}
 
 #[tracing::instrument]
 async fn instrumented(x: u64) -> u64 {

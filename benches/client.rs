@@ -25,26 +25,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry::global;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::Sampler;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tower::{Layer, Service, ServiceExt};
 use tracewire::http::client::ClientLayer;
+use tracewire_benches::provider;
 use tracewire_http::reqwest::ClientMiddleware;
 use tracing_subscriber::layer::SubscriberExt;
-
-/// Accepts and discards every batch, like a collector that answers instantly.
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
 
 /// The same, for the peer's OpenTelemetry 0.32 SDK.
 #[derive(Debug)]
@@ -58,13 +46,6 @@ impl opentelemetry_sdk_0_32::trace::SpanExporter for Discard032 {
         std::hint::black_box(batch);
         Ok(())
     }
-}
-
-fn provider(sampler: Sampler) -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
-        .with_sampler(sampler)
-        .build()
 }
 
 /// Starts the upstream on its own thread and runtime; returns its address.
@@ -126,15 +107,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let _enter = rt.enter();
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let meter_provider = SdkMeterProvider::builder()
-        .with_reader(
-            opentelemetry_sdk::metrics::PeriodicReader::builder(
-                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
-            )
-            .with_interval(Duration::from_secs(3600))
-            .build(),
-        )
-        .build();
+    let meter_provider = tracewire_benches::idle_meter_provider();
     global::set_meter_provider(meter_provider);
 
     let hyper = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();

@@ -16,10 +16,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::{Context, global};
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracewire_benches::Discard;
 use tracewire_kafka::carrier::{extract_context, inject_headers};
 use tracewire_kafka::rdkafka::Offset;
 use tracewire_kafka::rdkafka::config::ClientConfig;
@@ -31,17 +31,6 @@ use tracewire_kafka::rdkafka::topic_partition_list::TopicPartitionList;
 use tracewire_kafka::{TracedConsumer, TracedProducer};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// Accepts and discards every batch, like a collector that answers instantly.
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
 
 fn install_propagators() {
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![

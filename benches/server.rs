@@ -21,23 +21,11 @@ use http::Request;
 use http_body_util::BodyExt;
 use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tower::ServiceExt;
+use tracewire_benches::{Discard, provider};
 use tracing_subscriber::layer::SubscriberExt;
-
-/// Accepts and discards every batch, like a collector that answers instantly.
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
 
 /// The reference: what a user writes by hand with the OpenTelemetry SDK alone. Extracts the
 /// parent with the SDK's `TraceContextPropagator`, starts one server span with five
@@ -141,13 +129,6 @@ mod naive {
     }
 }
 
-fn provider(sampler: Sampler) -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
-        .with_sampler(sampler)
-        .build()
-}
-
 async fn user(axum::extract::Path(id): axum::extract::Path<u64>) -> String {
     tracing::info!(user_id = id, "loading user");
     format!("{{\"id\":{id}}}")
@@ -176,15 +157,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let meter_provider = SdkMeterProvider::builder()
-        .with_reader(
-            opentelemetry_sdk::metrics::PeriodicReader::builder(
-                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
-            )
-            .with_interval(Duration::from_secs(3600))
-            .build(),
-        )
-        .build();
+    let meter_provider = tracewire_benches::idle_meter_provider();
     global::set_meter_provider(meter_provider);
 
     let sampled = provider(Sampler::AlwaysOn);

@@ -14,21 +14,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::Sampler;
+use tracewire_benches::provider;
 use tracing_subscriber::layer::SubscriberExt;
-
-/// Accepts and discards every batch, like a collector that answers instantly.
-#[derive(Debug)]
-struct Discard;
-
-impl SpanExporter for Discard {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
 
 /// Discards fastrace's span records.
 struct DiscardRecords;
@@ -37,13 +25,6 @@ impl fastrace::collector::Reporter for DiscardRecords {
     fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
         std::hint::black_box(spans);
     }
-}
-
-fn provider(sampler: Sampler) -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_batch_exporter(Discard)
-        .with_sampler(sampler)
-        .build()
 }
 
 #[inline(never)]
@@ -110,13 +91,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let meter_provider = SdkMeterProvider::builder()
-        .with_reader(
-            PeriodicReader::builder(InMemoryMetricExporter::default())
-                .with_interval(Duration::from_secs(3600))
-                .build(),
-        )
-        .build();
+    let meter_provider = tracewire_benches::idle_meter_provider();
     global::set_meter_provider(meter_provider.clone());
 
     // Each `#[traced]` call site binds its tracer on its first call: bind the sampled ones

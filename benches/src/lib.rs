@@ -1,1 +1,40 @@
-//! Benchmarks live beside this crate: see `benches/*.rs`.
+//! Benchmarks live beside this crate: see `benches/*.rs`. What they share is here: a span
+//! exporter that discards, providers built on it, and a meter provider that never exports
+//! while a bench runs.
+
+use std::time::Duration;
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+
+/// Accepts and discards every batch, like a collector that answers instantly.
+#[derive(Debug)]
+pub struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+/// A tracer provider with `sampler`, exporting in batches to [`Discard`].
+pub fn provider(sampler: Sampler) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .with_sampler(sampler)
+        .build()
+}
+
+/// A meter provider whose reader collects once an hour: instruments record as in a service,
+/// and no export runs during a measurement.
+pub fn idle_meter_provider() -> SdkMeterProvider {
+    SdkMeterProvider::builder()
+        .with_reader(
+            PeriodicReader::builder(InMemoryMetricExporter::default())
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .build()
+}
