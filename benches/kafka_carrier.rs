@@ -271,7 +271,7 @@ fn roundtrip(c: &mut Criterion) {
     group.bench_function("tracewire", |b| {
         b.to_async(&rt).iter(|| async {
             producer
-                .send(
+                .send_record(
                     FutureRecord::<str, str>::to("bench.traced")
                         .payload("{\"order\":7}")
                         .headers(OwnedHeaders::new().insert(Header {

@@ -31,12 +31,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use tracewire::amqp::lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use tracewire::amqp::lapin::types::{FieldTable, ShortString};
 use tracewire::amqp::lapin::{BasicProperties, Connection, ConnectionProperties};
-use tracewire::amqp::{Outcome, TracedChannel, TracedConsumer, TracedDelivery};
+use tracewire::amqp::{
+    Message, Outcome, TracedChannel, TracedConsumer, TracedDelivery, TracedProducer,
+};
 use tracewire::opentelemetry::context::FutureExt as _;
 use tracewire::opentelemetry::trace::{TraceContextExt, Tracer};
 use tracewire::opentelemetry::{Context, global};
@@ -118,6 +119,9 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
     // Messages this run published, by message id; the run ends once they are all processed.
     let mut waiting: HashSet<String> = HashSet::new();
     if !consume_only {
+        let producer = TracedProducer::new(channel.clone()).with_properties(
+            BasicProperties::default().with_content_type(ShortString::from("application/json")),
+        );
         let run_id = std::process::id();
         for i in 0..MESSAGES {
             let id = format!("order-{run_id}-{i}");
@@ -126,23 +130,14 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
             // that placed the order.
             let request =
                 Context::current_with_span(global::tracer("amqp-example").start("place order"));
-            let confirm = channel
-                .basic_publish(
-                    ShortString::default(),
-                    queue_name.clone(),
-                    BasicPublishOptions::default(),
-                    payload.as_bytes(),
-                    BasicProperties::default()
-                        .with_message_id(ShortString::try_new(id.clone())?)
-                        .with_content_type(ShortString::from("application/json")),
-                )
+            let sent = producer
+                .send(Message::to(&queue).payload(&payload).message_id(&id))
                 .with_context(request.clone())
                 .await?;
-            let confirmation = confirm.await?;
             {
                 // Logged in the request's context, so the line carries its trace id.
                 let _attached = request.clone().attach();
-                tracing::info!(message_id = %id, ack = confirmation.is_ack(), "message published");
+                tracing::info!(message_id = %id, confirmed = sent.confirmed(), "message published");
             }
             request.span().end();
             waiting.insert(id);

@@ -27,16 +27,15 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tracewire::kafka::rdkafka::Message;
+use tracewire::kafka::rdkafka::Message as _;
 use tracewire::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use tracewire::kafka::rdkafka::client::DefaultClientContext;
 use tracewire::kafka::rdkafka::config::ClientConfig;
 use tracewire::kafka::rdkafka::consumer::{CommitMode, Consumer};
 use tracewire::kafka::rdkafka::error::KafkaError;
-use tracewire::kafka::rdkafka::producer::FutureRecord;
 use tracewire::kafka::rdkafka::producer::Producer as _;
 use tracewire::kafka::rdkafka::types::RDKafkaErrorCode;
-use tracewire::kafka::{TracedConsumer, TracedMessage, TracedProducer};
+use tracewire::kafka::{Message, TracedConsumer, TracedMessage, TracedProducer};
 use tracewire::opentelemetry::context::FutureExt as _;
 use tracewire::opentelemetry::trace::{TraceContextExt, Tracer};
 use tracewire::opentelemetry::{Context, global};
@@ -131,21 +130,22 @@ async fn run(consume_only: bool) -> Result<(), Box<dyn std::error::Error>> {
             // placed the order.
             let request =
                 Context::current_with_span(global::tracer("kafka-example").start("place order"));
-            let delivery = producer
-                .send(
-                    FutureRecord::to(&topic).key(&key).payload(&payload),
-                    Duration::from_secs(5),
-                )
+            let sent = producer
+                .send(Message::to(&topic).key(&key).payload(&payload))
                 .with_context(request.clone())
                 .await;
             {
                 // Logged in the request's context, so the line carries its trace id.
                 let _attached = request.clone().attach();
-                match delivery {
-                    Ok(d) => {
-                        tracing::info!(partition = d.partition, offset = d.offset, "record sent")
+                match sent {
+                    Ok(sent) => {
+                        tracing::info!(
+                            partition = sent.partition(),
+                            offset = sent.offset(),
+                            "record sent"
+                        )
                     }
-                    Err((error, _)) => return Err(error.into()),
+                    Err(error) => return Err(error.into()),
                 }
             }
             request.span().end();

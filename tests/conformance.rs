@@ -1,6 +1,7 @@
 //! The messaging conformance scenarios (`tracewire_test::conformance`) on RabbitMQ (the broker
-//! on 127.0.0.1:5672) and on Kafka (rdkafka's in-process mock cluster): both must leave the
-//! same spans — names, kinds, parents, statuses, events, attribute keys apart from the
+//! on 127.0.0.1:5672) and on Kafka (rdkafka's in-process mock cluster): written against the
+//! same producer and consumer calls (`TracedProducer::send(Message)`, `recv`, `process`,
+//! `process_batch`, `with_retry(policy)`), both must leave the same spans — names, kinds, parents, statuses, events, attribute keys apart from the
 //! broker's own — and the same metric attribute keys.
 
 use std::panic::AssertUnwindSafe;
@@ -12,15 +13,15 @@ use tracewire::amqp::lapin::options::{
     BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use tracewire::amqp::lapin::types::{AMQPValue, FieldTable};
-use tracewire::amqp::lapin::{BasicProperties, Connection, ConnectionProperties};
+use tracewire::amqp::lapin::{Connection, ConnectionProperties};
 use tracewire::amqp::{RetryPolicy, RetryQueue, TracedChannel};
 use tracewire::kafka::rdkafka::config::ClientConfig;
 use tracewire::kafka::rdkafka::consumer::{CommitMode, Consumer};
 use tracewire::kafka::rdkafka::mocking::MockCluster;
-use tracewire::kafka::rdkafka::producer::{DefaultProducerContext, FutureRecord};
+use tracewire::kafka::rdkafka::producer::DefaultProducerContext;
 use tracewire::kafka::rdkafka::{Offset, TopicPartitionList};
 use tracewire::kafka::{RetryTopics, TracedConsumer, TracedProducer};
-use tracewire_core::messaging::Outcome;
+use tracewire_core::messaging::{Message, Outcome};
 use tracewire_test::Capture;
 use tracewire_test::conformance::{self, Broker, Handler, Scenario};
 
@@ -61,7 +62,7 @@ where
 
 struct Rabbit {
     _connection: Connection,
-    channel: TracedChannel,
+    producer: tracewire::amqp::TracedProducer,
     consumer: tracewire::amqp::TracedConsumer,
     names: [String; 3],
 }
@@ -113,7 +114,7 @@ impl Rabbit {
             .with_retry(retry);
         Self {
             _connection: connection,
-            channel,
+            producer: tracewire::amqp::TracedProducer::new(channel),
             consumer,
             names,
         }
@@ -138,18 +139,12 @@ impl Broker for Rabbit {
     }
 
     async fn publish(&mut self, body: &'static [u8]) {
-        self.channel
-            .basic_publish(
-                "".into(),
-                self.names[0].as_str().into(),
-                Default::default(),
-                body,
-                BasicProperties::default(),
-            )
+        let sent = self
+            .producer
+            .send(Message::to(&self.names[0]).payload(body))
             .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+            .expect("sent");
+        assert!(sent.confirmed());
     }
 
     async fn process(&mut self, handler: Handler) -> Option<Outcome> {
@@ -226,13 +221,9 @@ impl Broker for Kafka {
 
     async fn publish(&mut self, body: &'static [u8]) {
         self.producer
-            .send(
-                FutureRecord::<(), [u8]>::to(&self.names[0]).payload(body),
-                Duration::from_secs(5),
-            )
+            .send(Message::to(&self.names[0]).payload(body))
             .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
+            .expect("sent");
     }
 
     async fn process(&mut self, handler: Handler) -> Option<Outcome> {

@@ -28,9 +28,9 @@ use tracewire::amqp::lapin::{Connection, ConnectionProperties};
 use tracewire::amqp::{
     Outcome, RetryPolicy, RetryQueue, TracedChannel, TracedConsumer, TracedDelivery,
 };
-use tracewire::kafka::TracedProducer;
 use tracewire::kafka::rdkafka::config::ClientConfig;
-use tracewire::kafka::rdkafka::producer::{FutureRecord, Producer as _};
+use tracewire::kafka::rdkafka::producer::Producer as _;
+use tracewire::kafka::{Message, TracedProducer};
 
 #[derive(Debug)]
 struct PaymentDeclined(&'static str);
@@ -47,7 +47,7 @@ impl std::error::Error for PaymentDeclined {}
 #[derive(Debug)]
 enum BillingError {
     Declined(PaymentDeclined),
-    NotSent(tracewire::kafka::rdkafka::error::KafkaError),
+    NotSent(tracewire::kafka::SendError),
 }
 
 impl std::fmt::Display for BillingError {
@@ -111,14 +111,14 @@ async fn handle(billing: &Billing, consumer: &TracedConsumer, delivery: &TracedD
                 amount_cents,
             };
             let payload = serde_json::to_vec(&payment).unwrap_or_default();
-            let record = FutureRecord::to(&billing.topic)
+            let message = Message::to(&billing.topic)
                 .key(&payment.order_id)
                 .payload(&payload);
             billing
                 .producer
-                .send(record, Duration::from_secs(5))
+                .send(message)
                 .await
-                .map_err(|(error, _)| {
+                .map_err(|error| {
                     tracing::error!(order_id = %payment.order_id, %error, "payment.captured not sent, retrying later");
                     BillingError::NotSent(error)
                 })?;

@@ -24,17 +24,15 @@ use axum::{Json, Router};
 use common::{OrderCreated, env_or};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracewire::amqp::TracedChannel;
-use tracewire::amqp::lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use tracewire::amqp::lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use tracewire::amqp::lapin::types::{FieldTable, ShortString};
 use tracewire::amqp::lapin::{BasicProperties, Connection, ConnectionProperties};
+use tracewire::amqp::{Message, TracedChannel, TracedProducer};
 
 #[derive(Clone)]
 struct Orders {
-    channel: TracedChannel,
-    queue: ShortString,
+    producer: TracedProducer,
+    queue: String,
     next_id: Arc<AtomicU64>,
 }
 
@@ -87,25 +85,16 @@ async fn create_order(
     let body = serde_json::to_vec(&event).unwrap_or_default();
     // The PRODUCER span is a child of this request's SERVER span; its context rides in the
     // message headers.
-    let published = match orders
-        .channel
-        .basic_publish(
-            ShortString::default(),
-            orders.queue.clone(),
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default()
-                .with_message_id(ShortString::from(order_id.as_str()))
-                .with_type(ShortString::from("order.created"))
-                .with_content_type(ShortString::from("application/json")),
+    let published = orders
+        .producer
+        .send(
+            Message::to(&orders.queue)
+                .payload(&body)
+                .message_id(&order_id),
         )
-        .await
-    {
-        Ok(confirm) => confirm.await.map(|c| c.is_ack()),
-        Err(error) => Err(error),
-    };
+        .await;
     match published {
-        Ok(true) => {
+        Ok(_) => {
             tracing::info!(order_id = %order_id, "order.created published");
             let traceparent = current_traceparent();
             (
@@ -113,8 +102,8 @@ async fn create_order(
                 Json(json!({ "order_id": order_id, "traceparent": traceparent })),
             )
         }
-        Ok(false) | Err(_) => {
-            tracing::error!(order_id = %order_id, ?published, "order.created not accepted by the broker");
+        Err(error) => {
+            tracing::error!(order_id = %order_id, %error, "order.created not accepted by the broker");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "error": "order queue unavailable" })),
@@ -169,8 +158,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/orders", post(create_order))
         .route_service("/metrics", telemetry.metrics_service())
         .with_state(Orders {
-            channel: channel.clone(),
-            queue: queue.clone(),
+            producer: TracedProducer::new(channel.clone()).with_properties(
+                BasicProperties::default()
+                    .with_type(ShortString::from("order.created"))
+                    .with_content_type(ShortString::from("application/json")),
+            ),
+            queue: queue.to_string(),
             next_id: Arc::new(AtomicU64::new(1)),
         })
         .layer(tracewire::http::ServerLayer::new());

@@ -52,16 +52,18 @@
 
 pub mod carrier;
 mod consume;
+mod producer;
 mod publish;
 mod retry;
 mod shared;
 mod stop;
 
 pub use consume::{TracedConsumer, TracedDelivery};
+pub use producer::{SendError, Sent, TracedProducer};
 pub use publish::{TracedChannel, TracedConfirm};
 pub use retry::{Republished, RetryError, RetryQueue};
 pub use stop::{DEFAULT_STOP_TIMEOUT, StopError, stop};
-pub use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome, ParentMode, Processed};
+pub use tracewire_core::messaging::{ATTEMPT_HEADER, Message, Outcome, ParentMode, Processed};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 /// The lapin version this crate is built against, so applications can name its types

@@ -12,7 +12,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Confirmation, ExchangeKind};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-use tracewire_amqp::{Outcome, ParentMode};
+use tracewire_amqp::{Message, Outcome, ParentMode, SendError, TracedProducer};
 use tracewire_test::Capture;
 
 use support::*;
@@ -339,6 +339,17 @@ async fn unroutable_mandatory_publish_is_an_error() {
         .await
         .expect("declare exchange");
 
+    let producer = TracedProducer::new(channel.clone()).with_options(BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    });
+    let err = producer
+        .send(Message::to(&exchange).key("no.binding").payload(b"lost"))
+        .await
+        .expect_err("returned as unroutable");
+    assert!(matches!(err, SendError::Returned), "{err:?}");
+    assert_eq!(err.error_type(), "returned");
+    // The same through lapin's own call: the confirmation carries the returned message.
     let confirmation = channel
         .basic_publish(
             exchange.as_str().into(),
@@ -356,14 +367,17 @@ async fn unroutable_mandatory_publish_is_an_error() {
         .expect("confirm");
     assert!(matches!(confirmation, Confirmation::Ack(Some(_))));
 
-    let producer = capture.span(&format!("publish {exchange}"));
-    assert_eq!(attr(&producer, "messaging.destination.name"), s(&exchange));
-    assert_eq!(
-        attr(&producer, "messaging.rabbitmq.destination.routing_key"),
-        s("no.binding")
-    );
-    assert_eq!(attr(&producer, "error.type"), s("returned"));
-    assert!(matches!(producer.status, Status::Error { .. }));
+    let spans = capture.spans_named(&format!("publish {exchange}"));
+    assert_eq!(spans.len(), 2);
+    for producer in &spans {
+        assert_eq!(attr(producer, "messaging.destination.name"), s(&exchange));
+        assert_eq!(
+            attr(producer, "messaging.rabbitmq.destination.routing_key"),
+            s("no.binding")
+        );
+        assert_eq!(attr(producer, "error.type"), s("returned"));
+        assert!(matches!(producer.status, Status::Error { .. }));
+    }
     let sent = points(
         &capture,
         "messaging.client.sent.messages",
@@ -371,6 +385,7 @@ async fn unroutable_mandatory_publish_is_an_error() {
     );
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].attr("error.type"), Some("returned"));
+    assert_eq!(sent[0].value, tracewire_test::PointValue::Sum(2.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,20 +395,12 @@ async fn publish_to_a_missing_exchange_is_an_error() {
     let channel = traced_channel(&conn).await;
     let exchange = unique("missing");
 
-    let result = match channel
-        .basic_publish(
-            exchange.as_str().into(),
-            "rk".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
+    let err = TracedProducer::new(channel.clone())
+        .send(Message::to(&exchange).key("rk").payload(b"x"))
         .await
-    {
-        Ok(confirm) => confirm.await.map(|_| ()),
-        Err(err) => Err(err),
-    };
-    let err = result.expect_err("the broker closes the channel: NOT_FOUND");
+        .expect_err("the broker closes the channel: NOT_FOUND");
+    assert!(matches!(err, SendError::Publish(_)), "{err:?}");
+    assert_eq!(err.error_type(), "protocol_error");
 
     let producer = capture.span(&format!("publish {exchange}"));
     assert!(
@@ -501,4 +508,79 @@ async fn manual_outcome_leaves_settling_to_the_handler() {
         .queue_delete(queue.as_str().into(), Default::default())
         .await
         .expect("queue_delete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_send_carries_the_trace_headers_and_id_and_waits_for_the_confirm() {
+    let capture = Capture::install();
+    let conn = connect().await;
+    let channel = traced_channel(&conn).await;
+    let queue = unique("producer");
+    declare_queue(&channel, &queue, FieldTable::default()).await;
+    let mut consumer = consume(&channel, &queue).await;
+    let producer = TracedProducer::new(channel.clone())
+        .with_properties(BasicProperties::default().with_content_type("application/json".into()));
+
+    let request = root_span("POST /orders");
+    let stale = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let sent = producer
+        .send(
+            Message::to(&queue)
+                .payload(br#"{"id":7}"#)
+                .header("x-tenant", "acme")
+                .header("traceparent", stale)
+                .message_id("o-7"),
+        )
+        .with_context(request.clone())
+        .await
+        .expect("sent");
+    assert!(sent.confirmed());
+    assert_eq!(hex_trace(sent.context()), hex_trace(&request));
+
+    let delivery = next(&mut consumer).await;
+    let headers = delivery.properties.headers().clone().expect("headers");
+    assert_eq!(header_text(&headers, "x-tenant").as_deref(), Some("acme"));
+    let traceparent = header_text(&headers, "traceparent").expect("traceparent");
+    assert_eq!(
+        traceparent,
+        format!("00-{}-{}-01", hex_trace(&request), hex_span(sent.context()))
+    );
+    assert_eq!(
+        delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some("o-7")
+    );
+    assert_eq!(
+        delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|t| t.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(hex_trace(delivery.context()), hex_trace(&request));
+    request.span().end();
+
+    let span = capture.span(&format!("publish {queue}"));
+    assert_eq!(span.span_kind, SpanKind::Producer);
+    assert_eq!(
+        span.span_context.span_id(),
+        sent.context().span().span_context().span_id()
+    );
+    assert_eq!(attr(&span, "messaging.destination.name"), s(&queue));
+    assert_eq!(attr(&span, "messaging.message.id"), s("o-7"));
+    assert_eq!(attr(&span, "messaging.message.body.size"), 8i64.into());
+    assert_eq!(span.status, Status::Unset);
+
+    // A routing key must be UTF-8: refused before anything is sent.
+    let err = producer
+        .send(Message::to("amq.direct").key(b"\xff\xfe").payload(b"x"))
+        .await
+        .expect_err("not UTF-8");
+    assert!(matches!(err, SendError::RoutingKey), "{err:?}");
+    assert!(capture.spans_named("publish amq.direct").is_empty());
+    drop(consumer);
 }

@@ -21,6 +21,10 @@ use opentelemetry_semantic_conventions::metric as semconv;
 use crate::operation::{Failure, Operation, Timed};
 use crate::propagation::remote_span_context;
 
+mod message;
+
+pub use message::Message;
+
 /// Header carrying the attempt number of a message (`1` for the first delivery, absent on
 /// messages that were never retried through tracewire).
 pub const ATTEMPT_HEADER: &str = "tracewire-attempt";

@@ -309,6 +309,9 @@ pub(crate) fn rebuild<H: Headers + ?Sized>(
             }
         }
         for (key, value) in replace {
+            if is_propagation_field(propagator, key) {
+                continue;
+            }
             out = out.insert(Header {
                 key,
                 value: Some(*value),

@@ -42,10 +42,13 @@ mod retry;
 mod stop;
 
 pub use consumer::{TracedConsumer, TracedMessage};
-pub use producer::{ProducerTelemetry, SendSpan, TOPIC_PROPAGATION_MS, TracedProducer};
+pub use producer::{
+    DEFAULT_QUEUE_TIMEOUT, ProducerTelemetry, SendError, SendSpan, Sent, TOPIC_PROPAGATION_MS,
+    TracedProducer,
+};
 pub use retry::{Republished, RetryTopics};
 pub use stop::{DEFAULT_STOP_TIMEOUT, StopError, stop};
-pub use tracewire_core::messaging::{ATTEMPT_HEADER, Outcome, ParentMode, Processed};
+pub use tracewire_core::messaging::{ATTEMPT_HEADER, Message, Outcome, ParentMode, Processed};
 pub use tracewire_core::retry::{RetryPolicy, RetryStep};
 
 /// The rdkafka version this crate is built against, re-exported so applications use the

@@ -1,11 +1,15 @@
 //! Instrumented producing: a PRODUCER span per record, its context in the record headers.
 //!
-//! [`TracedProducer`] wraps rdkafka's [`FutureProducer`]. For other producers
+//! [`TracedProducer`] wraps rdkafka's [`FutureProducer`]: [`TracedProducer::send`] takes a
+//! [`Message`], as `tracewire-amqp`'s producer does; [`TracedProducer::send_record`] takes
+//! rdkafka's own `FutureRecord`. For other producers
 //! (`BaseProducer`, `ThreadedProducer`), [`ProducerTelemetry::start_send`] gives a
 //! [`SendSpan`] to build the record headers from and to finish from the delivery callback.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TraceContextExt;
@@ -20,9 +24,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::{AsyncRuntime, DefaultRuntime, Timeout};
 use tracewire_core::attributes::{
     MESSAGING_ATTEMPT, MESSAGING_DESTINATION_NAME, MESSAGING_DESTINATION_PARTITION_ID,
-    MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_OPERATION_NAME,
-    MESSAGING_OPERATION_TYPE,
+    MESSAGING_KAFKA_OFFSET, MESSAGING_MESSAGE_BODY_SIZE, MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION_NAME, MESSAGING_OPERATION_TYPE,
 };
+use tracewire_core::messaging::Message;
 use tracewire_core::messaging::{MessagingInstruments, metric_attributes, start_producer_span};
 use tracewire_core::operation::{Operation, Timed};
 
@@ -33,6 +38,10 @@ use crate::carrier;
 /// does not see in the cluster's metadata before failing its records (librdkafka's default is
 /// 30 s). Topics created just before (with the `AdminClient`) are seen well within it.
 pub const TOPIC_PROPAGATION_MS: &str = "2000";
+
+/// How long [`TracedProducer::send`] waits for room in librdkafka's queue when it is full
+/// (see [`TracedProducer::with_queue_timeout`]).
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Shared {
     tracer: BoxedTracer,
@@ -170,6 +179,12 @@ impl SendSpan {
         carrier::inject_headers(&self.cx, existing)
     }
 
+    fn record_message_id(&self, id: &str) {
+        if let Some(op) = &self.op {
+            op.set_attributes([KeyValue::new(MESSAGING_MESSAGE_ID, id.to_owned())]);
+        }
+    }
+
     pub(crate) fn headers_replacing<H: Headers + ?Sized>(
         &self,
         existing: Option<&H>,
@@ -233,6 +248,7 @@ impl fmt::Debug for SendSpan {
 pub struct TracedProducer<C: ClientContext + 'static = DefaultClientContext, R = DefaultRuntime> {
     inner: FutureProducer<C, R>,
     telemetry: ProducerTelemetry,
+    queue_timeout: Duration,
 }
 
 impl TracedProducer {
@@ -258,7 +274,16 @@ impl<C: ClientContext + 'static, R: AsyncRuntime> TracedProducer<C, R> {
         Self {
             inner: producer,
             telemetry: ProducerTelemetry::new(),
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
         }
+    }
+
+    /// How long [`send`](Self::send) waits for room when librdkafka's queue is full
+    /// (`queue.buffering.max.messages`) before failing with `QueueFull` (default
+    /// [`DEFAULT_QUEUE_TIMEOUT`]). The delivery itself is bounded by `message.timeout.ms`.
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
     }
 
     /// Records `messaging.kafka.message.key` (off by default); see
@@ -283,10 +308,55 @@ impl<C: ClientContext + 'static, R: AsyncRuntime> TracedProducer<C, R> {
         &self.telemetry
     }
 
-    /// Sends `record` like [`FutureProducer::send`], inside a PRODUCER span that is a child of
-    /// the current context. Headers already on the record are kept, except stale trace
-    /// headers, which are replaced by this span's context.
-    pub async fn send<K, P, T>(
+    /// Sends `message` inside a PRODUCER span `send {topic}`, child of the current context,
+    /// and waits for the delivery report: the same call as `tracewire_amqp::TracedProducer`'s.
+    /// The message's key picks the partition (librdkafka's partitioner); its headers are kept,
+    /// except trace headers, which the span's context replaces; its id is recorded as
+    /// `messaging.message.id` on the span (a Kafka record has no id of its own to carry it).
+    /// A failed delivery is recorded on the span (`error.type` = [`SendError::error_type`])
+    /// and returned.
+    pub async fn send(&self, message: Message<'_>) -> Result<Sent, SendError> {
+        let payload = message.payload_bytes();
+        let span = Context::map_current(|parent| {
+            self.telemetry.start(
+                parent,
+                message.destination(),
+                message.key_bytes(),
+                payload.len(),
+                None,
+                None,
+            )
+        });
+        if let Some(id) = message.id() {
+            span.record_message_id(id);
+        }
+        let context = span.cx.clone();
+        let mut record = FutureRecord::<[u8], [u8]>::to(message.destination()).payload(payload);
+        record.key = message.key_bytes();
+        match self
+            .send_in(
+                span,
+                record,
+                self.queue_timeout,
+                None::<&OwnedHeaders>,
+                message.headers(),
+            )
+            .await
+        {
+            Ok(delivery) => Ok(Sent {
+                context,
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Err((err, _)) => Err(SendError(err)),
+        }
+    }
+
+    /// Sends rdkafka's own `record` like [`FutureProducer::send`] (an explicit partition, a
+    /// timestamp, …), inside the same PRODUCER span as [`send`](Self::send). Headers already
+    /// on the record are kept, except stale trace headers, which are replaced by this span's
+    /// context.
+    pub async fn send_record<K, P, T>(
         &self,
         record: FutureRecord<'_, K, P>,
         queue_timeout: T,
@@ -343,6 +413,7 @@ impl<C: ClientContext + 'static, R> Clone for TracedProducer<C, R> {
         Self {
             inner: self.inner.clone(),
             telemetry: self.telemetry.clone(),
+            queue_timeout: self.queue_timeout,
         }
     }
 }
@@ -352,5 +423,62 @@ impl<C: ClientContext + 'static, R> fmt::Debug for TracedProducer<C, R> {
         f.debug_struct("TracedProducer")
             .field("telemetry", &self.telemetry)
             .finish_non_exhaustive()
+    }
+}
+
+/// A record the broker acknowledged.
+#[derive(Clone)]
+pub struct Sent {
+    context: Context,
+    partition: i32,
+    offset: i64,
+}
+
+impl Sent {
+    /// The context of the PRODUCER span (the one the record headers carry).
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The partition the record was stored in.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The record's offset in that partition.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
+impl fmt::Debug for Sent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sent")
+            .field("span_context", self.context.span().span_context())
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+/// Why a [`TracedProducer::send`] failed: the broker did not acknowledge the record.
+#[derive(Debug, thiserror::Error)]
+#[error("sending failed: {0}")]
+pub struct SendError(KafkaError);
+
+impl SendError {
+    /// The `error.type` recorded on the PRODUCER span for this error.
+    pub fn error_type(&self) -> Cow<'static, str> {
+        attrs::error_type(&self.0)
+    }
+
+    /// rdkafka's error.
+    pub fn kafka_error(&self) -> &KafkaError {
+        &self.0
+    }
+
+    /// Unwraps rdkafka's error.
+    pub fn into_inner(self) -> KafkaError {
+        self.0
     }
 }

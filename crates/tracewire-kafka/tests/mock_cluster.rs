@@ -87,7 +87,7 @@ async fn cancelled_send_ends_its_span() {
     broker.create_topic(&topic, 1).await;
     broker.mock_cluster().unwrap().broker_down(1).unwrap();
     let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-    let send = producer.send(
+    let send = producer.send_record(
         FutureRecord::<str, str>::to(&topic).payload("x"),
         Duration::from_secs(1),
     );
@@ -154,7 +154,7 @@ async fn wrappers_run_on_spawned_tasks() {
     let task_topic = topic.clone();
     let task = tokio::spawn(async move {
         producer
-            .send(
+            .send_record(
                 FutureRecord::<str, str>::to(&task_topic).payload("x"),
                 Duration::from_secs(5),
             )

@@ -21,6 +21,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 /// The in-memory capture every tracewire test uses.
 pub use tracewire_test::Capture as Telemetry;
 pub use tracewire_test::attrs::{assert_attr, find as attr, span_id, trace_id};
+pub use tracewire_test::trace_id_of;
 
 /// Installs the global tracer and meter providers, the W3C propagators and a JSON log
 /// subscriber writing into memory. Call it before building producers and consumers.
@@ -158,17 +159,12 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, future: F) ->
 /// Sends `payload` to `topic` and waits (at most 30 s) for its delivery report, failing the
 /// test when the record is not delivered.
 pub async fn deliver(producer: &tracewire_kafka::TracedProducer, topic: &str, payload: &str) {
-    use rdkafka::producer::FutureRecord;
     within(
         30,
         "delivery",
-        producer.send(
-            FutureRecord::<str, str>::to(topic).payload(payload),
-            Duration::from_secs(5),
-        ),
+        producer.send(tracewire_kafka::Message::to(topic).payload(payload)),
     )
     .await
-    .map_err(|(e, _)| e)
     .unwrap_or_else(|e| panic!("delivery to {topic}: {e}"));
 }
 
@@ -187,7 +183,7 @@ pub async fn assert_send_fails_without_broker(
     let err = within(
         30,
         "the failed delivery",
-        producer.send(
+        producer.send_record(
             FutureRecord::<str, str>::to(topic).payload("two"),
             std::time::Duration::from_secs(1),
         ),

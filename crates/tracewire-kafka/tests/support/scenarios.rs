@@ -8,7 +8,7 @@ use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer}
 use opentelemetry::{Context, Value, global};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tracewire_core::messaging::ParentMode;
@@ -58,16 +58,21 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
         "delivery",
         producer
             .send(
-                FutureRecord::to(&topic)
+                tracewire_kafka::Message::to(&topic)
                     .key("order-7")
-                    .payload("{\"id\":7}"),
-                SEND_TIMEOUT,
+                    .payload("{\"id\":7}")
+                    .header("content-type", "application/json")
+                    .header(
+                        "traceparent",
+                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                    )
+                    .message_id("o-7"),
             )
             .with_context(request.clone()),
     )
     .await
-    .map_err(|(e, _)| e)
     .expect("delivered");
+    assert_eq!(trace_id_of(delivery.context()), trace_id_of(&request));
     request.span().end();
 
     let consumer = TracedConsumer::from_config(&broker.consumer_config(&group))
@@ -76,6 +81,17 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     assign(consumer.inner(), &[(&topic, 1)]);
     let msg = within(30, "the record", consumer.recv()).await.unwrap();
     assert_eq!(msg.attempt(), 1);
+    // The message's own headers arrive; the stale `traceparent` it was given does not.
+    let names: Vec<&str> = msg
+        .headers()
+        .map(|h| h.iter().map(|h| h.key).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        names.iter().filter(|n| **n == "traceparent").count(),
+        1,
+        "{names:?}"
+    );
+    assert!(names.contains(&"content-type"), "{names:?}");
     let processed = consumer
         .process(&msg, async {
             tracing::info!(order_id = 7, "charging order");
@@ -114,8 +130,9 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     assert_attr(&send, "messaging.operation.name", "send");
     assert_attr(&send, "messaging.destination.name", topic.clone());
     assert_attr(&send, "messaging.destination.partition.id", "0");
-    assert_attr(&send, "messaging.kafka.offset", delivery.offset);
+    assert_attr(&send, "messaging.kafka.offset", delivery.offset());
     assert_attr(&send, "messaging.kafka.message.key", "order-7");
+    assert_attr(&send, "messaging.message.id", "o-7");
     assert_attr(&send, "messaging.message.body.size", 8i64);
     assert_eq!(send.status, Status::Unset);
 
@@ -124,7 +141,7 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
     assert_attr(&process, "messaging.destination.name", topic.clone());
     assert_attr(&process, "messaging.consumer.group.name", group.clone());
     assert_attr(&process, "messaging.destination.partition.id", "0");
-    assert_attr(&process, "messaging.kafka.offset", delivery.offset);
+    assert_attr(&process, "messaging.kafka.offset", delivery.offset());
     assert_attr(&process, "messaging.message.body.size", 8i64);
     assert_attr(&process, "messaging.message.attempt", 1i64);
     assert_attr(&process, "messaging.message.outcome", "ack");
@@ -150,7 +167,10 @@ pub async fn produce_then_process_in_one_trace(broker: &Broker) {
         .committed(Duration::from_secs(10))
         .expect("committed offsets");
     let elem = committed.find_partition(&topic, 0).expect("partition 0");
-    assert_eq!(elem.offset(), rdkafka::Offset::Offset(delivery.offset + 1));
+    assert_eq!(
+        elem.offset(),
+        rdkafka::Offset::Offset(delivery.offset() + 1)
+    );
 
     let dest = [("messaging.destination.name", topic.as_str())];
     let sent = [
@@ -401,7 +421,7 @@ pub async fn batch_links_every_record(broker: &Broker) {
             30,
             "delivery",
             producer
-                .send(
+                .send_record(
                     FutureRecord::<str, str>::to(&topic).payload(&payload),
                     SEND_TIMEOUT,
                 )
@@ -501,7 +521,7 @@ pub async fn retry_topic_keeps_one_trace(broker: &Broker) {
         30,
         "delivery",
         producer
-            .send(
+            .send_record(
                 FutureRecord::<str, str>::to(&topic)
                     .key("p-1")
                     .payload("pay")
@@ -651,7 +671,7 @@ pub async fn dead_letter_after_max_attempts(broker: &Broker) {
         30,
         "delivery",
         producer
-            .send(
+            .send_record(
                 FutureRecord::<str, str>::to(&topic).payload("welcome"),
                 SEND_TIMEOUT,
             )
@@ -717,7 +737,7 @@ pub async fn batch_over_partitions_commits_each(broker: &Broker) {
         within(
             30,
             "delivery",
-            producer.send(
+            producer.send_record(
                 FutureRecord::<str, str>::to(&topic)
                     .partition(partition)
                     .payload(payload),
@@ -786,7 +806,7 @@ pub async fn manual_outcome_leaves_committing_to_the_handler(broker: &Broker) {
         within(
             30,
             "delivery",
-            producer.send(
+            producer.send_record(
                 FutureRecord::<str, str>::to(&topic).payload(payload),
                 SEND_TIMEOUT,
             ),
@@ -844,7 +864,7 @@ pub async fn send_to_a_missing_topic_fails_promptly_as_one_error_type(broker: &B
         let err = within(
             10,
             "the failed send",
-            producer.send(
+            producer.send_record(
                 FutureRecord::<str, str>::to(&topic).payload("x"),
                 Duration::from_secs(1),
             ),
