@@ -1,5 +1,6 @@
 //! The messaging conformance scenarios (`tracewire_test::conformance`) on RabbitMQ (the broker
-//! on 127.0.0.1:5672) and on Kafka (rdkafka's in-process mock cluster): written against the
+//! on 127.0.0.1:5672) and on Kafka, twice: rdkafka's in-process mock cluster and the standalone
+//! tansu broker (`KAFKA_BROKERS`, 127.0.0.1:9092 by default): written against the
 //! same producer and consumer calls (`TracedProducer::send(Message)`, `recv`, `process`,
 //! `process_batch`, `with_retry(policy)`), both must leave the same spans — names, kinds, parents, statuses, events, attribute keys apart from the
 //! broker's own — and the same metric attribute keys.
@@ -165,20 +166,42 @@ struct Kafka {
     producer: TracedProducer,
     consumer: TracedConsumer,
     names: [String; 3],
-    _cluster: MockCluster<'static, DefaultProducerContext>,
+    _cluster: Option<MockCluster<'static, DefaultProducerContext>>,
+}
+
+/// Where the Kafka side runs.
+#[derive(Clone, Copy, Debug)]
+enum KafkaBroker {
+    /// librdkafka's in-process mock cluster.
+    Mock,
+    /// The standalone tansu broker (`KAFKA_BROKERS`, default 127.0.0.1:9092, started by
+    /// `scripts/ensure-tansu`).
+    Tansu,
 }
 
 impl Kafka {
-    fn new() -> Self {
-        let cluster = MockCluster::new(1).expect("mock cluster");
+    async fn new(broker: KafkaBroker) -> Self {
         let work = unique("conformance.work");
         let names = [work.clone(), format!("{work}.retry"), format!("{work}.dlt")];
-        for topic in &names {
-            cluster.create_topic(topic, 1, 1).expect("topic");
-        }
+        let (cluster, bootstrap) = match broker {
+            KafkaBroker::Mock => {
+                let cluster = MockCluster::new(1).expect("mock cluster");
+                for topic in &names {
+                    cluster.create_topic(topic, 1, 1).expect("topic");
+                }
+                let bootstrap = cluster.bootstrap_servers();
+                (Some(cluster), bootstrap)
+            }
+            KafkaBroker::Tansu => {
+                let bootstrap =
+                    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
+                create_topics(&bootstrap, &names).await;
+                (None, bootstrap)
+            }
+        };
         let producer = TracedProducer::from_config(
             ClientConfig::new()
-                .set("bootstrap.servers", cluster.bootstrap_servers())
+                .set("bootstrap.servers", &bootstrap)
                 .set("linger.ms", "0")
                 .set("message.timeout.ms", "10000"),
         )
@@ -186,7 +209,7 @@ impl Kafka {
         let retry = RetryTopics::new(producer.clone(), &names[1], policy(&names[2]));
         let consumer = TracedConsumer::from_config(
             ClientConfig::new()
-                .set("bootstrap.servers", cluster.bootstrap_servers())
+                .set("bootstrap.servers", &bootstrap)
                 .set("group.id", unique("conformance"))
                 .set("enable.auto.commit", "false")
                 .set("auto.offset.reset", "earliest")
@@ -207,6 +230,38 @@ impl Kafka {
             names,
             _cluster: cluster,
         }
+    }
+}
+
+/// Creates `topics` on the broker at `bootstrap`, failing loudly when it is not there.
+async fn create_topics(bootstrap: &str, topics: &[String]) {
+    use tracewire::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use tracewire::kafka::rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+        .collect();
+    let results = tokio::time::timeout(
+        Duration::from_secs(20),
+        admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no Kafka broker answered on {bootstrap} within 20 s: run scripts/ensure-tansu \
+             (it installs and starts tansu)"
+        )
+    })
+    .unwrap_or_else(|e| panic!("create topics on {bootstrap} (scripts/ensure-tansu): {e}"));
+    for result in results {
+        result.unwrap_or_else(|(name, code)| panic!("create topic {name}: {code:?}"));
     }
 }
 
@@ -253,12 +308,14 @@ async fn rabbitmq_and_kafka_leave_the_same_telemetry() {
     let capture = Capture::install();
     for scenario in Scenario::ALL {
         let rabbit = conformance::run(scenario, &capture, &mut Rabbit::new().await).await;
-        let kafka = conformance::run(scenario, &capture, &mut Kafka::new()).await;
         assert!(!rabbit.is_empty());
-        assert_eq!(
-            rabbit, kafka,
-            "{scenario:?}: RabbitMQ (left) and Kafka (right) differ"
-        );
+        for broker in [KafkaBroker::Mock, KafkaBroker::Tansu] {
+            let kafka = conformance::run(scenario, &capture, &mut Kafka::new(broker).await).await;
+            assert_eq!(
+                rabbit, kafka,
+                "{scenario:?}: RabbitMQ (left) and Kafka on {broker:?} (right) differ"
+            );
+        }
     }
     let rabbit = conformance::metric_shape(&capture, "rabbitmq");
     let kafka = conformance::metric_shape(&capture, "kafka");

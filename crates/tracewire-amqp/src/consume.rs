@@ -349,8 +349,9 @@ impl TracedConsumer {
     /// child of the current context) that links every message's creation context, each link
     /// carrying the message's `messaging.rabbitmq.message.delivery_tag`;
     /// `messaging.batch.message_count` is set. Every delivery is then settled as for
-    /// [`process`](Self::process), still inside the span; the outcome reported is the first
-    /// delivery's.
+    /// [`process`](Self::process), still inside the span; the outcome reported (on the span and
+    /// in [`Processed`]) is the worst of the deliveries' ([`Outcome::worst`]): a failed batch
+    /// whose last-attempt message went to the dead-letter queue is `DeadLetter`.
     ///
     /// ```no_run
     /// # async fn demo(mut consumer: tracewire_amqp::TracedConsumer) -> Result<(), lapin::Error> {
@@ -406,14 +407,15 @@ impl TracedConsumer {
         });
         let op = info.operation(cx.clone());
         let (requested, failed) = requested(handler.with_context(cx.clone()).await);
-        let mut first: Option<Settled<lapin::Error>> = None;
+        let mut combined: Option<Settled<lapin::Error>> = None;
         for delivery in deliveries {
             let settled = settle(self.retry_on(), &delivery.delivery, requested)
                 .with_context(cx.clone())
                 .await;
-            match &mut first {
-                None => first = Some(settled),
+            match &mut combined {
+                None => combined = Some(settled),
                 Some(first) => {
+                    first.outcome = first.outcome.worst(settled.outcome);
                     if first.error.is_none() && settled.error.is_some() {
                         first.failure = settled.failure;
                         first.error = settled.error;
@@ -421,7 +423,7 @@ impl TracedConsumer {
                 }
             }
         }
-        let settled = first.unwrap_or_else(|| Settled::new(requested, Ok(())));
+        let settled = combined.unwrap_or_else(|| Settled::new(requested, Ok(())));
         finish_process(op, settled, failed)
     }
 

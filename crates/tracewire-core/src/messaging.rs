@@ -293,6 +293,35 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a batch whose messages settled as `self` and `other`: the one that
+    /// says more about what went wrong, in the order `Ack` < `Manual` < `Requeue` < `Retry` <
+    /// `Reject` < `DeadLetter`. A batch whose failed attempt sent one message to its retry
+    /// destination and another (out of attempts) to the dead-letter one is a dead-letter batch.
+    ///
+    /// ```
+    /// use tracewire_core::messaging::Outcome;
+    /// assert_eq!(Outcome::Retry.worst(Outcome::DeadLetter), Outcome::DeadLetter);
+    /// assert_eq!(Outcome::Ack.worst(Outcome::Retry), Outcome::Retry);
+    /// assert_eq!(Outcome::Retry.worst(Outcome::Retry), Outcome::Retry);
+    /// ```
+    pub fn worst(self, other: Outcome) -> Outcome {
+        fn rank(o: Outcome) -> u8 {
+            match o {
+                Outcome::Ack => 0,
+                Outcome::Manual => 1,
+                Outcome::Requeue => 2,
+                Outcome::Retry => 3,
+                Outcome::Reject => 4,
+                Outcome::DeadLetter => 5,
+            }
+        }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
     /// The value of `messaging.message.outcome`.
     pub fn as_str(self) -> &'static str {
         match self {

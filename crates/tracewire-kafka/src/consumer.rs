@@ -351,7 +351,10 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
     /// `process {topic}` when all records come from one topic, `process` otherwise, and
     /// carries `messaging.batch.message_count`.
     ///
-    /// Committing commits the offsets after the highest record of every partition.
+    /// Committing commits the offsets after the highest record of every partition. The outcome
+    /// reported (on the span and in [`Processed`]) is the worst of the records'
+    /// ([`Outcome::worst`]): a failed batch whose last-attempt record went to the dead-letter
+    /// topic is `DeadLetter`.
     pub async fn process_batch<Fut, O, E>(
         &self,
         msgs: &[TracedMessage<'_>],
@@ -415,15 +418,16 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
         let outcome = match (requested, self.retry.as_deref()) {
             (Outcome::Retry | Outcome::DeadLetter, Some(retry)) => {
                 let dead_letter = requested == Outcome::DeadLetter;
-                let mut outcome = requested;
-                for (i, msg) in msgs.iter().enumerate() {
+                let mut outcome: Option<Outcome> = None;
+                for msg in msgs {
                     match retry
                         .republish_in(cx, &msg.message, dead_letter)
                         .with_context(cx.clone())
                         .await
                     {
-                        Ok(to) if i == 0 => outcome = to.outcome(),
-                        Ok(_) => {}
+                        Ok(to) => {
+                            outcome = Some(outcome.map_or(to.outcome(), |o| o.worst(to.outcome())))
+                        }
                         // Not committed: the records are consumed again after a restart or
                         // a rebalance rather than lost.
                         Err(err) => {
@@ -433,7 +437,7 @@ impl<C: ConsumerContext + 'static, R> TracedConsumer<C, R> {
                         }
                     }
                 }
-                outcome
+                outcome.unwrap_or(requested)
             }
             (Outcome::Retry | Outcome::DeadLetter, None) => Outcome::Reject,
             (outcome, _) => outcome,

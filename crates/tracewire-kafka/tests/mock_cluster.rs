@@ -336,3 +336,8 @@ async fn batch_over_partitions_commits_each() {
 async fn manual_outcome_leaves_committing_to_the_handler() {
     scenarios::manual_outcome_leaves_committing_to_the_handler(&Broker::mock()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batch_reports_its_worst_outcome() {
+    scenarios::failed_batch_reports_its_worst_outcome(&Broker::mock()).await;
+}

@@ -143,3 +143,8 @@ async fn broker_process_dying_mid_stream_surfaces_errors() {
     );
     support::assert_send_fails_without_broker(&producer, &topic, &telemetry).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batch_reports_its_worst_outcome() {
+    scenarios::failed_batch_reports_its_worst_outcome(&Broker::tansu()).await;
+}

@@ -897,3 +897,63 @@ pub async fn send_to_a_missing_topic_fails_promptly_as_one_error_type(broker: &B
         2
     );
 }
+
+/// A failed batch whose records are at different attempts: the fresh one goes to the retry
+/// topic, the one out of attempts to the dead-letter topic, and the batch reports the worse of
+/// the two (`dead_letter`), on its span and in `Processed`.
+pub async fn failed_batch_reports_its_worst_outcome(broker: &Broker) {
+    let telemetry = install();
+    let topic = unique("mixed");
+    let retry_topic = format!("{topic}.retry");
+    let dlt = format!("{topic}.dlt");
+    for t in [&topic, &retry_topic, &dlt] {
+        broker.create_topic(t, 1).await;
+    }
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    let retry = RetryTopics::new(
+        producer.clone(),
+        &retry_topic,
+        RetryPolicy::new()
+            .max_attempts(2)
+            .backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .dead_letter(&dlt),
+    );
+    for message in [
+        tracewire_kafka::Message::to(&topic).payload("fresh"),
+        tracewire_kafka::Message::to(&topic)
+            .payload("last try")
+            .header(tracewire_kafka::ATTEMPT_HEADER, "2"),
+    ] {
+        within(30, "delivery", producer.send(message))
+            .await
+            .unwrap();
+    }
+    let consumer = TracedConsumer::from_config(&broker.consumer_config(&unique("g")))
+        .unwrap()
+        .with_retry(retry);
+    assign(consumer.inner(), &[(&topic, 1)]);
+    let mut batch = Vec::new();
+    for _ in 0..2 {
+        batch.push(within(30, "a record", consumer.recv()).await.unwrap());
+    }
+    assert_eq!(
+        batch.iter().map(|m| m.attempt()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let processed = consumer
+        .process_batch(&batch, async { Err::<(), _>(PaymentDeclined) })
+        .await
+        .unwrap();
+    assert_eq!(processed.outcome(), Outcome::DeadLetter);
+    let span = telemetry.span(&format!("process {topic}"));
+    assert_attr(&span, "messaging.message.outcome", "dead_letter");
+    assert_attr(&span, "error.type", "PaymentDeclined");
+
+    for (destination, payload, attempt) in [(&retry_topic, "fresh", 2), (&dlt, "last try", 2)] {
+        let reader = TracedConsumer::from_config(&broker.consumer_config(&unique("r"))).unwrap();
+        assign(reader.inner(), &[(destination, 1)]);
+        let copy = within(30, "the copy", reader.recv()).await.unwrap();
+        assert_eq!(copy.payload(), Some(payload.as_bytes()), "{destination}");
+        assert_eq!(copy.attempt(), attempt, "{destination}");
+    }
+}
