@@ -1,5 +1,7 @@
 //! Trace context through RabbitMQ with [lapin]: publish, consume, retries and dead letters.
 //!
+//! - [`TracedProducer`] sends a [`Message`] through a traced channel and waits for the
+//!   broker's confirmation: the same call as `tracewire-kafka`'s producer.
 //! - [`TracedChannel`] wraps a `lapin::Channel`. Its
 //!   [`basic_publish`](TracedChannel::basic_publish) starts a PRODUCER span
 //!   `publish {exchange}` (`publish {routing key}` on the default exchange) and writes the span's
@@ -22,8 +24,9 @@
 //!   by hand.
 //! - [`stop`] closes the connection within a deadline, whatever the broker is doing.
 //!
-//! The consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
-//! `tracewire-kafka`'s: a handler written for one broker reads the same on the other.
+//! The producer ([`TracedProducer::send`] with a [`Message`], [`Sent`], [`SendError`]), the
+//! consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
+//! `tracewire-kafka`'s: code written for one broker reads the same on the other.
 //!
 //! Metrics: `messaging.client.sent.messages`, `messaging.client.operation.duration`,
 //! `messaging.client.consumed.messages`, `messaging.process.duration`.

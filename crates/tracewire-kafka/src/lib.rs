@@ -2,7 +2,8 @@
 //! CONSUMER spans with semantic-convention attributes, batch links, and retry topics that keep
 //! a record in its trace.
 //!
-//! - [`TracedProducer`] wraps a `FutureProducer`: every send is a PRODUCER span
+//! - [`TracedProducer`] wraps a `FutureProducer`: [`TracedProducer::send`] takes a
+//!   [`Message`] and waits for the delivery report. Every send is a PRODUCER span
 //!   `send {topic}` (`messaging.system = kafka`, `messaging.operation.type = send`,
 //!   `messaging.destination.name`, `messaging.message.body.size`, and from the delivery report
 //!   `messaging.destination.partition.id` and `messaging.kafka.offset`, or `error.type`); its
@@ -20,8 +21,9 @@
 //!   topic, then a dead-letter topic, in the same trace, with an attempt counter, as its
 //!   [`RetryPolicy`] says.
 //!
-//! The consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
-//! `tracewire-amqp`'s: a handler written for one broker reads the same on the other.
+//! The producer ([`TracedProducer::send`] with a [`Message`], [`Sent`], [`SendError`]), the
+//! consumer, its [`Outcome`]s, [`Processed`] and [`RetryPolicy`] are the same as
+//! `tracewire-amqp`'s: code written for one broker reads the same on the other.
 //! - [`carrier`]: the header carriers themselves, for code that builds records by hand.
 //! - [`stop`]: unsubscribe and close a consumer within a deadline, whatever the broker does.
 //!

@@ -232,17 +232,15 @@ impl fmt::Debug for SendSpan {
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use rdkafka::config::ClientConfig;
-/// use rdkafka::producer::FutureRecord;
-/// use std::time::Duration;
+/// use tracewire_kafka::{Message, TracedProducer};
 ///
-/// let producer = tracewire_kafka::TracedProducer::from_config(
+/// let producer = TracedProducer::from_config(
 ///     ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9092"),
 /// )?;
-/// let delivery = producer
-///     .send(FutureRecord::to("orders").key("o-1").payload("{}"), Duration::from_secs(5))
-///     .await
-///     .map_err(|(err, _record)| err)?;
-/// println!("stored at {}:{}", delivery.partition, delivery.offset);
+/// let sent = producer
+///     .send(Message::to("orders").key("o-1").payload("{}"))
+///     .await?;
+/// println!("stored at {}:{}", sent.partition(), sent.offset());
 /// # Ok(()) }
 /// ```
 pub struct TracedProducer<C: ClientContext + 'static = DefaultClientContext, R = DefaultRuntime> {
