@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use opentelemetry::baggage::{Baggage, BaggageMetadata};
 use opentelemetry::{Key, StringValue};
 
+use super::split::{split_byte, split_once_byte, trim_ows, trim_ows_end, trim_ows_start};
+
 /// Longest `baggage` header accepted, in bytes.
 pub const MAX_BYTES: usize = 8192;
 
@@ -15,8 +17,6 @@ pub const MAX_MEMBERS: usize = 180;
 /// Most entries OpenTelemetry's [`Baggage`] holds; members after these are not kept (as the
 /// SDK's propagator does).
 pub const MAX_KEPT: usize = 64;
-
-const OWS: [char; 2] = [' ', '\t'];
 
 /// `tchar` of RFC 9110 (the characters of a `token`).
 #[inline]
@@ -40,11 +40,9 @@ fn valid_value(s: &str) -> bool {
 
 /// `property = key OWS "=" OWS value / key OWS`.
 fn valid_property(p: &str) -> bool {
-    let p = p.trim_matches(OWS);
-    match p.split_once('=') {
-        Some((key, value)) => {
-            valid_token(key.trim_end_matches(OWS)) && valid_value(value.trim_start_matches(OWS))
-        }
+    let p = trim_ows(p);
+    match split_once_byte(p, b'=') {
+        Some((key, value)) => valid_token(trim_ows_end(key)) && valid_value(trim_ows_start(value)),
         None => valid_token(p),
     }
 }
@@ -58,15 +56,15 @@ struct Member<'a> {
 }
 
 fn split_member(member: &str) -> Option<Member<'_>> {
-    let member = member.trim_matches(OWS);
-    let (pair, properties) = match member.split_once(';') {
+    let member = trim_ows(member);
+    let (pair, properties) = match split_once_byte(member, b';') {
         Some((pair, props)) => (pair, Some(props)),
         None => (member, None),
     };
-    let (key, value) = pair.split_once('=')?;
+    let (key, value) = split_once_byte(pair, b'=')?;
     Some(Member {
-        key: key.trim_end_matches(OWS),
-        value: value.trim_matches(OWS),
+        key: trim_ows_end(key),
+        value: trim_ows(value),
         properties,
     })
 }
@@ -79,7 +77,7 @@ pub fn validate_baggage(header: &str) -> bool {
         return false;
     }
     let mut count = 0;
-    for member in header.split(',') {
+    for member in split_byte(header, b',') {
         count += 1;
         if count > MAX_MEMBERS {
             return false;
@@ -91,7 +89,7 @@ pub fn validate_baggage(header: &str) -> bool {
             return false;
         }
         if let Some(props) = m.properties
-            && !props.split(';').all(valid_property)
+            && !split_byte(props, b';').all(valid_property)
         {
             return false;
         }
@@ -103,7 +101,7 @@ pub fn validate_baggage(header: &str) -> bool {
 /// as it is). Sequences that do not decode to UTF-8 become U+FFFD, as the W3C Baggage
 /// specification requires. Borrows when there is nothing to decode.
 pub fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
+    if !s.as_bytes().contains(&b'%') {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
@@ -156,7 +154,7 @@ pub fn parse_baggage(header: &str) -> Option<Baggage> {
         return None;
     }
     let mut baggage = Baggage::new();
-    for member in header.split(',').take(MAX_KEPT) {
+    for member in split_byte(header, b',').take(MAX_KEPT) {
         let Some(m) = split_member(member) else {
             continue;
         };
@@ -166,7 +164,7 @@ pub fn parse_baggage(header: &str) -> Option<Baggage> {
             None => BaggageMetadata::default(),
             Some(props) => {
                 let mut joined = String::new();
-                for (i, prop) in props.split(';').enumerate() {
+                for (i, prop) in split_byte(props, b';').enumerate() {
                     if i > 0 {
                         joined.push(';');
                     }
@@ -223,7 +221,7 @@ fn push_encoded(out: &mut String, s: &str, keep: fn(u8) -> bool) {
 /// cannot be written and are left out.
 fn push_properties(out: &mut String, metadata: &str) {
     for prop in metadata.split(';') {
-        let prop = prop.trim_matches(OWS);
+        let prop = trim_ows(prop);
         if valid_property(prop) && !prop.contains('%') {
             out.push(';');
             out.push_str(prop);
@@ -275,6 +273,53 @@ pub fn write_baggage(baggage: &Baggage, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The grammar check written with `str`'s own splitting and trimming: what the byte-level
+    /// helpers above must agree with on every input.
+    fn reference_validate(header: &str) -> bool {
+        const OWS: [char; 2] = [' ', '\t'];
+        let member_ok = |member: &str| {
+            let member = member.trim_matches(OWS);
+            let (pair, props) = match member.split_once(';') {
+                Some((pair, props)) => (pair, Some(props)),
+                None => (member, None),
+            };
+            let Some((key, value)) = pair.split_once('=') else {
+                return false;
+            };
+            let prop_ok = |p: &str| {
+                let p = p.trim_matches(OWS);
+                match p.split_once('=') {
+                    Some((k, v)) => {
+                        valid_token(k.trim_end_matches(OWS))
+                            && valid_value(v.trim_start_matches(OWS))
+                    }
+                    None => valid_token(p),
+                }
+            };
+            valid_token(key.trim_end_matches(OWS))
+                && valid_value(value.trim_matches(OWS))
+                && props.is_none_or(|props| props.split(';').all(prop_ok))
+        };
+        header.len() <= MAX_BYTES
+            && header.split(',').count() <= MAX_MEMBERS
+            && header.split(',').all(member_ok)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn byte_level_splitting_agrees_with_str_splitting(
+            header in "[ \t,;=a-c%2Cé\\\"]{0,24}"
+        ) {
+            prop_assert_eq!(validate_baggage(&header), reference_validate(&header));
+            let pieces: Vec<&str> = split_byte(&header, b',').collect();
+            prop_assert_eq!(pieces, header.split(',').collect::<Vec<_>>());
+            prop_assert_eq!(trim_ows(&header), header.trim_matches([' ', '\t']));
+        }
+    }
 
     #[test]
     fn grammar() {

@@ -42,6 +42,7 @@
 //! ```
 
 mod baggage;
+mod split;
 mod traceparent;
 mod tracestate;
 

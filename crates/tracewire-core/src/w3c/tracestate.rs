@@ -5,7 +5,7 @@ use opentelemetry::trace::TraceState;
 /// Most list members a `tracestate` may have (empty ones included).
 pub const MAX_MEMBERS: usize = 32;
 
-const OWS: [char; 2] = [' ', '\t'];
+use super::split::{split_byte, split_once_byte, trim_ows};
 
 #[inline]
 fn key_char(b: u8) -> bool {
@@ -51,26 +51,23 @@ pub(crate) fn valid_value(value: &[u8]) -> bool {
 /// The non-empty list members of `header` as `(key, value)`, in order; the header must have
 /// been validated.
 fn members(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    header.split(',').filter_map(|member| {
-        let member = member.trim_matches(OWS);
-        member.split_once('=')
-    })
+    split_byte(header, b',').filter_map(|member| split_once_byte(trim_ows(member), b'='))
 }
 
 /// Checks `header` against the W3C grammar without allocating: at most [`MAX_MEMBERS`] list
 /// members (empty ones allowed), each `key=value` by the key and value rules, no key twice.
 pub fn validate_tracestate(header: &str) -> bool {
     let mut count = 0;
-    for member in header.split(',') {
+    for member in split_byte(header, b',') {
         count += 1;
         if count > MAX_MEMBERS {
             return false;
         }
-        let member = member.trim_matches(OWS);
+        let member = trim_ows(member);
         if member.is_empty() {
             continue;
         }
-        let Some((key, value)) = member.split_once('=') else {
+        let Some((key, value)) = split_once_byte(member, b'=') else {
             return false;
         };
         if !valid_key(key.as_bytes()) || !valid_value(value.as_bytes()) {
