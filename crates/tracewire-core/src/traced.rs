@@ -36,7 +36,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::SystemTime;
@@ -50,16 +50,16 @@ use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE};
 use crate::operation::{EndKind, Ended, Failure, Measure, Operation};
 
-static SKIP_UNSAMPLED_CHILDREN: AtomicBool = AtomicBool::new(false);
-
 /// Tells `#[traced]` that the tracer provider's sampler is parent-based (`parentbased_*`, the
 /// OpenTelemetry default): a call made inside an unsampled trace then starts no span at all —
 /// the sampler would drop it anyway — and runs in the caller's context, which keeps the
 /// unsampled decision for everything downstream. Calls still count in the metrics.
 ///
-/// Off by default, because other samplers may sample the child of an unsampled parent.
+/// The same setting as [`provider::set_parent_based_sampler`](crate::provider::set_parent_based_sampler),
+/// which the HTTP server reads too. Off by default, because other samplers may sample the
+/// child of an unsampled parent.
 pub fn set_skip_unsampled_children(enabled: bool) {
-    SKIP_UNSAMPLED_CHILDREN.store(enabled, Ordering::Relaxed);
+    crate::provider::set_parent_based_sampler(enabled);
 }
 
 pub use crate::operation::{CANCELLED, PANIC_ERROR_TYPE};
@@ -283,12 +283,8 @@ impl CallSite {
         let measure = CallMetrics {
             metrics: state.metrics,
         };
-        if SKIP_UNSAMPLED_CHILDREN.load(Ordering::Relaxed)
-            && Context::map_current(|cx| {
-                let span = cx.span();
-                let sc = span.span_context();
-                sc.is_valid() && !sc.is_sampled()
-            })
+        if crate::provider::parent_based_sampler()
+            && Context::map_current(crate::provider::child_is_dropped)
         {
             return SpanGuard {
                 op: Some(Operation::without_span(measure)),
