@@ -1,5 +1,6 @@
 //! Per-request cost of the server instrumentation, requests driven through an axum router
-//! in-process (no sockets): bare router; `ServerLayer` sampled and unsampled, with
+//! in-process (no sockets): bare router; `ServerLayer` sampled and unsampled (an always-off
+//! sampler, and a parent-based sampler under an unsampled upstream parent), with
 //! tracewire's W3C codec (the default propagator) and with the SDK's `TraceContextPropagator`
 //! (the previous default); a naive hand-written OpenTelemetry layer (the reference: extract
 //! with the SDK propagator, one SDK span with five attributes, ended on the response); tower-http
@@ -138,12 +139,14 @@ fn router() -> Router {
     Router::new().route("/users/{id}", get(user))
 }
 
-async fn drive(app: &Router) {
+/// A sampled upstream parent.
+const SAMPLED_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// An upstream parent that was not sampled (flags `00`).
+const UNSAMPLED_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+async fn drive(app: &Router, traceparent: &'static str) {
     let req = Request::get("/users/7")
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
+        .header("traceparent", traceparent)
         .header("user-agent", "bench/1.0")
         .body(Body::empty())
         .unwrap();
@@ -166,6 +169,16 @@ fn bench(c: &mut Criterion) {
     let unsampled = provider(Sampler::AlwaysOff);
     tracewire_core::provider::set_tracer_provider(unsampled.clone());
     let tracewire_unsampled = router().layer(tracewire::http::ServerLayer::new());
+
+    // Parent-based sampling (the OpenTelemetry default) with an unsampled upstream parent:
+    // what most requests of a service behind a sampling edge look like. tracewire is told the
+    // sampler is parent-based, as `tracewire::init()` does for `parentbased_*` samplers.
+    let parent_based = provider(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    tracewire_core::provider::set_tracer_provider(parent_based.clone());
+    let tracewire_parent_based = router().layer(tracewire::http::ServerLayer::new());
+    let naive_parent_based = router().layer(naive::Layer {
+        tracer: parent_based.tracer("naive"),
+    });
 
     let naive_sampled = router().layer(naive::Layer {
         tracer: sampled.tracer("naive"),
@@ -196,43 +209,62 @@ fn bench(c: &mut Criterion) {
     let bare = router();
     let mut group = c.benchmark_group("server_request");
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter(|| drive(&bare));
+        b.to_async(&rt).iter(|| drive(&bare, SAMPLED_PARENT));
     });
     group.bench_function("naive_layer_sampled", |b| {
-        b.to_async(&rt).iter(|| drive(&naive_sampled));
+        b.to_async(&rt)
+            .iter(|| drive(&naive_sampled, SAMPLED_PARENT));
     });
     group.bench_function("naive_layer_unsampled", |b| {
-        b.to_async(&rt).iter(|| drive(&naive_unsampled));
+        b.to_async(&rt)
+            .iter(|| drive(&naive_unsampled, SAMPLED_PARENT));
+    });
+    group.bench_function("naive_layer_unsampled_parent", |b| {
+        b.to_async(&rt)
+            .iter(|| drive(&naive_parent_based, UNSAMPLED_PARENT));
     });
     // Without a log subscriber: spans, metrics and headers only. First with the SDK's
     // propagator (the previous default), then with tracewire's codec (the default).
     sdk();
     group.bench_function("tracewire_sampled_no_logs_sdk_propagator", |b| {
-        b.to_async(&rt).iter(|| drive(&tracewire_sampled));
+        b.to_async(&rt)
+            .iter(|| drive(&tracewire_sampled, SAMPLED_PARENT));
     });
     group.bench_function("tracewire_unsampled_no_logs_sdk_propagator", |b| {
-        b.to_async(&rt).iter(|| drive(&tracewire_unsampled));
+        b.to_async(&rt)
+            .iter(|| drive(&tracewire_unsampled, SAMPLED_PARENT));
     });
     codec();
     group.bench_function("tracewire_sampled_no_logs", |b| {
-        b.to_async(&rt).iter(|| drive(&tracewire_sampled));
+        b.to_async(&rt)
+            .iter(|| drive(&tracewire_sampled, SAMPLED_PARENT));
     });
     group.bench_function("tracewire_unsampled_no_logs", |b| {
-        b.to_async(&rt).iter(|| drive(&tracewire_unsampled));
+        b.to_async(&rt)
+            .iter(|| drive(&tracewire_unsampled, SAMPLED_PARENT));
     });
+    tracewire_core::traced::set_skip_unsampled_children(true);
+    group.bench_function("tracewire_unsampled_parent_no_logs", |b| {
+        b.to_async(&rt)
+            .iter(|| drive(&tracewire_parent_based, UNSAMPLED_PARENT));
+    });
+    tracewire_core::traced::set_skip_unsampled_children(false);
     {
         let _logs = tracing::subscriber::set_default(json_to_sink());
         group.bench_function("tracewire_sampled", |b| {
-            b.to_async(&rt).iter(|| drive(&tracewire_sampled));
+            b.to_async(&rt)
+                .iter(|| drive(&tracewire_sampled, SAMPLED_PARENT));
         });
         group.bench_function("tracewire_unsampled", |b| {
-            b.to_async(&rt).iter(|| drive(&tracewire_unsampled));
+            b.to_async(&rt)
+                .iter(|| drive(&tracewire_unsampled, SAMPLED_PARENT));
         });
     }
     {
         let _logs = tracing::subscriber::set_default(json_to_sink().with(recorder.log_layer()));
         group.bench_function("tracewire_sampled_with_view", |b| {
-            b.to_async(&rt).iter(|| drive(&tracewire_viewed));
+            b.to_async(&rt)
+                .iter(|| drive(&tracewire_viewed, SAMPLED_PARENT));
         });
     }
     {
@@ -244,12 +276,13 @@ fn bench(c: &mut Criterion) {
         );
         let _logs = tracing::subscriber::set_default(subscriber);
         group.bench_function("tower_http_trace_tracing_opentelemetry", |b| {
-            b.to_async(&rt).iter(|| drive(&peer));
+            b.to_async(&rt).iter(|| drive(&peer, SAMPLED_PARENT));
         });
     }
     group.finish();
     let _ = sampled.shutdown();
     let _ = unsampled.shutdown();
+    let _ = parent_based.shutdown();
     let _ = peer_provider.shutdown();
     let _ = viewed.shutdown();
     eprintln!(

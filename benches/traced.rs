@@ -1,11 +1,12 @@
 //! Added cost of instrumenting one call of an empty async function, in one run: bare;
-//! `#[traced]` sampled, unsampled at the root, and inside an unsampled trace (with and without
-//! its metrics); `#[tracing::instrument]`
+//! `#[traced]` sampled, unsampled at the root, inside an unsampled trace (with and without
+//! its metrics) and inside a sampled one; `#[tracing::instrument]`
 //! exporting through tracing-opentelemetry; fastrace's `#[trace]` with its reporter.
 //!
 //! The OpenTelemetry variants export through a batch span processor into an exporter that
 //! discards the spans, so the figures include span creation, context handling, metrics and the
-//! hand-off to the exporter, but no I/O. Every span is a root span (no current parent).
+//! hand-off to the exporter, but no I/O. Spans are root spans (no current parent) except in
+//! the variants named "in … trace", which run under a remote parent.
 //! fastrace only records `#[trace]` under a parent, so its variant opens a root span per call
 //! as well (two spans per call: compare with care).
 
@@ -62,14 +63,25 @@ async fn traced_in_unsampled_trace_metrics(x: u64) -> u64 {
     std::hint::black_box(x)
 }
 
+#[tracewire_macros::traced]
+async fn traced_in_sampled_trace(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
 fn unsampled_parent() -> opentelemetry::Context {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
+    remote_parent(opentelemetry::trace::TraceFlags::default())
+}
+
+fn sampled_parent() -> opentelemetry::Context {
+    remote_parent(opentelemetry::trace::TraceFlags::SAMPLED)
+}
+
+fn remote_parent(flags: opentelemetry::trace::TraceFlags) -> opentelemetry::Context {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceId, TraceState};
     let sc = SpanContext::new(
         TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
         SpanId::from_hex("00f067aa0ba902b7").unwrap(),
-        TraceFlags::default(),
+        flags,
         true,
         TraceState::default(),
     );
@@ -113,6 +125,7 @@ fn bench(c: &mut Criterion) {
     rt.block_on(async {
         traced_in_unsampled_trace(0).await;
         traced_in_unsampled_trace_metrics(0).await;
+        traced_in_sampled_trace(0).await;
     });
 
     fastrace::set_reporter(DiscardRecords, fastrace::collector::Config::default());
@@ -149,6 +162,17 @@ fn bench(c: &mut Criterion) {
         group.bench_function("tracewire_in_unsampled_trace_metrics", |b| {
             b.to_async(&rt)
                 .iter(|| traced_in_unsampled_trace_metrics(std::hint::black_box(1)))
+        });
+        tracewire_core::traced::set_skip_unsampled_children(false);
+    }
+    {
+        // Inside a sampled trace, the sampler known to be parent-based: a recording child
+        // span, as a call made while serving a sampled request.
+        tracewire_core::traced::set_skip_unsampled_children(true);
+        let _parent = sampled_parent().attach();
+        group.bench_function("tracewire_in_sampled_trace", |b| {
+            b.to_async(&rt)
+                .iter(|| traced_in_sampled_trace(std::hint::black_box(1)))
         });
         tracewire_core::traced::set_skip_unsampled_children(false);
     }

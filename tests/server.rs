@@ -469,3 +469,67 @@ async fn http2_requests_record_protocol_and_authority() {
     assert_eq!(span.attr_str("server.port"), Some(addr.port().to_string()));
     assert_eq!(span.attr_str("url.scheme").as_deref(), Some("http"));
 }
+
+/// What a handler and its client see of a request's trace: the current span context, and
+/// that of a span it starts.
+async fn trace_view() -> String {
+    use opentelemetry::trace::{TraceContextExt, Tracer};
+    let cx = opentelemetry::Context::current();
+    let server = cx.span().span_context().clone();
+    let child = opentelemetry::global::tracer("handler").start_with_context("child", &cx);
+    let child = opentelemetry::trace::Span::span_context(&child).clone();
+    format!(
+        "{} {} {} {} {} | {} {} {} {}",
+        server.trace_id(),
+        server.span_id(),
+        server.trace_flags().to_u8(),
+        server.is_remote(),
+        server.trace_state().header(),
+        child.trace_id(),
+        child.trace_flags().to_u8(),
+        child.is_remote(),
+        child.trace_state().header(),
+    )
+}
+
+#[tokio::test]
+async fn an_unsampled_parent_under_a_parent_based_sampler_is_followed_with_or_without_the_shortcut()
+{
+    let capture = Capture::install();
+    let unsampled = format!("00-{TRACE_ID}-{PARENT_ID}-00");
+    let mut seen = Vec::new();
+    for parent_based in [false, true] {
+        // Told the sampler is parent-based, the layer starts the span without the attributes
+        // only the sampler would read; the SDK still builds it.
+        tracewire_core::provider::set_parent_based_sampler(parent_based);
+        let app = Router::new()
+            .route("/view", route_get(trace_view))
+            .layer(ServerLayer::new());
+        let addr = serve(app).await;
+        let answer = get(
+            &format!("http://{addr}/view"),
+            &[
+                ("traceparent", &unsampled),
+                ("tracestate", "vendor=abc,ot=th:8"),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let traceparent = answer.headers["traceparent"].to_str().unwrap().to_owned();
+        let (head, tail) = answer.body.split_once(' ').unwrap();
+        let (span_id, tail) = tail.split_once(' ').unwrap();
+        assert_eq!(head, TRACE_ID);
+        assert_ne!(span_id, PARENT_ID, "the server span has its own id");
+        assert_eq!(traceparent, format!("00-{TRACE_ID}-{span_id}-00"));
+        assert_eq!(
+            tail,
+            format!("0 false vendor=abc,ot=th:8 | {TRACE_ID} 0 false vendor=abc,ot=th:8")
+        );
+        seen.push(tail.to_owned());
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(
+        capture.spans().is_empty(),
+        "nothing of an unsampled trace is exported"
+    );
+}

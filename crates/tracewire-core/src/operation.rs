@@ -284,6 +284,26 @@ impl<M: Measure> Operation<M> {
 
     fn with_start(cx: Context, measure: M, start: Start) -> Self {
         let recording = cx.span().is_recording();
+        Self::with_recording(cx, measure, start, recording)
+    }
+
+    /// An operation whose caller knows whether its span records (it asked the span before
+    /// moving it into `cx`, where asking takes the span's lock).
+    pub(crate) fn recording_from(
+        cx: Context,
+        measure: M,
+        start: Option<SystemTime>,
+        recording: bool,
+    ) -> Self {
+        let start = match start {
+            Some(start) => Start::Wall(start),
+            None if measure.needs_elapsed() => Start::Monotonic(Instant::now()),
+            None => Start::None,
+        };
+        Self::with_recording(cx, measure, start, recording)
+    }
+
+    fn with_recording(cx: Context, measure: M, start: Start, recording: bool) -> Self {
         Self {
             cx: Some(cx),
             recording,

@@ -26,6 +26,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use opentelemetry::global::{BoxedSpan, BoxedTracer};
@@ -58,6 +59,39 @@ impl trace::TracerProvider for Registered {
 /// from now on starts its spans with the SDK's tracer directly.
 pub fn set_tracer_provider(provider: SdkTracerProvider) {
     opentelemetry::global::set_tracer_provider(Registered(provider));
+}
+
+static PARENT_BASED: AtomicBool = AtomicBool::new(false);
+
+/// Tells tracewire's instrumentation that the global tracer provider's sampler is
+/// parent-based (`Sampler::ParentBased`, OpenTelemetry's default `parentbased_*` samplers): a
+/// span whose parent is valid and not sampled is then dropped by the sampler, whatever its
+/// name, kind, attributes or links. `tracewire::init()` sets it from the sampler it installs.
+///
+/// With it set, a `#[traced]` call inside an unsampled trace starts no span at all (it runs
+/// in the caller's context, which keeps the unsampled decision for everything downstream; its
+/// metrics are still recorded), and the HTTP server starts the span of a request whose parent
+/// is not sampled without the attributes only the sampler would read. Off by default: other
+/// samplers (tracewire's rule sampler among them) may sample the child of an unsampled parent.
+pub fn set_parent_based_sampler(parent_based: bool) {
+    PARENT_BASED.store(parent_based, Ordering::Relaxed);
+}
+
+/// Whether [`set_parent_based_sampler`] said the sampler is parent-based.
+pub fn parent_based_sampler() -> bool {
+    PARENT_BASED.load(Ordering::Relaxed)
+}
+
+/// Whether the sampler is known to drop a child of `parent` without looking at the child:
+/// parent-based (see [`set_parent_based_sampler`]) and `parent`'s span context valid and not
+/// sampled.
+pub fn child_is_dropped(parent: &Context) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    parent_based_sampler() && {
+        let span = parent.span();
+        let sc = span.span_context();
+        sc.is_valid() && !sc.is_sampled()
+    }
 }
 
 /// The tracer of tracewire's scope, from the global tracer provider at the time of the call:

@@ -36,10 +36,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::metrics::{
     BoundHistogram, Histogram, ObservableCounter, ObservableUpDownCounter,
@@ -50,16 +50,16 @@ use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE};
 use crate::operation::{EndKind, Ended, Failure, Measure, Operation};
 
-static SKIP_UNSAMPLED_CHILDREN: AtomicBool = AtomicBool::new(false);
-
 /// Tells `#[traced]` that the tracer provider's sampler is parent-based (`parentbased_*`, the
 /// OpenTelemetry default): a call made inside an unsampled trace then starts no span at all —
 /// the sampler would drop it anyway — and runs in the caller's context, which keeps the
 /// unsampled decision for everything downstream. Calls still count in the metrics.
 ///
-/// Off by default, because other samplers may sample the child of an unsampled parent.
+/// The same setting as [`provider::set_parent_based_sampler`](crate::provider::set_parent_based_sampler),
+/// which the HTTP server reads too. Off by default, because other samplers may sample the
+/// child of an unsampled parent.
 pub fn set_skip_unsampled_children(enabled: bool) {
-    SKIP_UNSAMPLED_CHILDREN.store(enabled, Ordering::Relaxed);
+    crate::provider::set_parent_based_sampler(enabled);
 }
 
 pub use crate::operation::{CANCELLED, PANIC_ERROR_TYPE};
@@ -280,18 +280,23 @@ impl CallSite {
         if let Some(m) = state.metrics {
             m.in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        let measure = CallMetrics {
-            metrics: state.metrics,
-        };
-        if SKIP_UNSAMPLED_CHILDREN.load(Ordering::Relaxed)
-            && Context::map_current(|cx| {
+        // With a parent-based sampler, the parent alone decides: inside an unsampled trace no
+        // span is started, inside a sampled one the span records.
+        let parent_sampled = if crate::provider::parent_based_sampler() {
+            Context::map_current(|cx| {
                 let span = cx.span();
                 let sc = span.span_context();
-                sc.is_valid() && !sc.is_sampled()
+                sc.is_valid().then(|| sc.is_sampled())
             })
-        {
+        } else {
+            None
+        };
+        if parent_sampled == Some(false) {
             return SpanGuard {
-                op: Some(Operation::without_span(measure)),
+                call: Call::Unspanned {
+                    metrics: state.metrics.map(|m| (m, Instant::now())),
+                    failed: false,
+                },
                 site: self,
             };
         }
@@ -299,6 +304,11 @@ impl CallSite {
             .tracer
             .span_builder(Cow::Borrowed(self.name))
             .with_kind(self.kind.span_kind());
+        if parent_sampled == Some(true) {
+            // Known to record: the attributes go in with the builder, in one allocation of
+            // their exact size.
+            builder.attributes = Some(self.code_attributes().into());
+        }
         // One clock reading at the start: the span's start time and the duration's start.
         // Without metrics, the SDK reads the clock itself, and only for a recording span.
         let start = state.metrics.is_some().then(SystemTime::now);
@@ -307,40 +317,49 @@ impl CallSite {
             Context::map_current(|parent| state.tracer.build_with_context(builder, parent));
         // Set up the span before it moves into the context (where every access takes a lock).
         let recording = span.is_recording();
-        if recording {
-            span.set_attributes([
-                KeyValue::new(CODE_FUNCTION_NAME, self.qualified),
-                KeyValue::new(CODE_NAMESPACE, self.module),
-            ]);
+        if recording && parent_sampled.is_none() {
+            span.set_attributes(self.code_attributes());
         }
         let cx = Context::current_with_span(span);
-        let op = match start {
-            Some(start) => Operation::started_at_time(cx, measure, start),
-            None => Operation::new(cx, measure),
+        let measure = CallMetrics {
+            metrics: state.metrics,
         };
         SpanGuard {
-            op: Some(op),
+            call: Call::Span(Operation::recording_from(cx, measure, start, recording)),
             site: self,
         }
     }
+
+    fn code_attributes(&self) -> [KeyValue; 2] {
+        [
+            KeyValue::new(CODE_FUNCTION_NAME, self.qualified),
+            KeyValue::new(CODE_NAMESPACE, self.module),
+        ]
+    }
 }
 
-/// Records a call's metrics when its [`Operation`] ends: duration and result counts for calls
-/// that returned, only the in-flight count for cancelled ones (they have no result).
+/// Records a call's metrics when it ends: duration and result counts for calls that
+/// returned, only the in-flight count for cancelled ones (they have no result).
+fn record_call(m: &SiteMetrics, kind: EndKind, elapsed: impl FnOnce() -> Duration) {
+    m.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match kind {
+        EndKind::Ok => m.ok_count.fetch_add(1, Ordering::Relaxed),
+        EndKind::Error | EndKind::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
+        EndKind::Cancelled => return,
+    };
+    m.duration.record(elapsed().as_secs_f64());
+}
+
+/// The metrics of a call with a span, recorded when its [`Operation`] ends.
 struct CallMetrics {
     metrics: Option<&'static SiteMetrics>,
 }
 
 impl Measure for CallMetrics {
     fn record(&mut self, ended: &Ended<'_>) {
-        let Some(m) = self.metrics else { return };
-        m.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match ended.kind {
-            EndKind::Ok => m.ok_count.fetch_add(1, Ordering::Relaxed),
-            EndKind::Error | EndKind::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
-            EndKind::Cancelled => return,
-        };
-        m.duration.record(ended.elapsed.as_secs_f64());
+        if let Some(m) = self.metrics {
+            record_call(m, ended.kind, || ended.elapsed);
+        }
     }
 
     fn needs_elapsed(&self) -> bool {
@@ -348,38 +367,96 @@ impl Measure for CallMetrics {
     }
 }
 
+/// How one call is recorded.
+enum Call {
+    /// With a span (and the metrics, when on): an operation that ends once.
+    Span(Operation<CallMetrics>),
+    /// Without a span (inside an unsampled trace, under a parent-based sampler): only the
+    /// metrics, when on, from the instant the call started.
+    Unspanned {
+        metrics: Option<(&'static SiteMetrics, Instant)>,
+        failed: bool,
+    },
+    /// Ended.
+    Ended,
+}
+
+impl Call {
+    /// Ends the call, once: `kind` unless it was recorded as failed.
+    fn end(&mut self, kind: EndKind) {
+        match std::mem::replace(self, Call::Ended) {
+            Call::Span(op) => match kind {
+                EndKind::Panicked => op.end_panicked(),
+                // The operation tells an error from an ok by its recorded failure.
+                EndKind::Ok | EndKind::Error => op.end(),
+                // Dropped unfinished: the operation's own drop records the cancellation.
+                EndKind::Cancelled => drop(op),
+            },
+            Call::Unspanned {
+                metrics: Some((m, start)),
+                failed,
+            } => {
+                let kind = match kind {
+                    EndKind::Ok if failed => EndKind::Error,
+                    kind => kind,
+                };
+                record_call(m, kind, || start.elapsed());
+            }
+            Call::Unspanned { metrics: None, .. } | Call::Ended => {}
+        }
+    }
+}
+
 /// The span of one call of a `#[traced]` function: an [`Operation`] that ends exactly once, in
 /// [`finish`](Self::finish), or in `Drop` (panic or cancellation).
 pub struct SpanGuard {
-    op: Option<Operation<CallMetrics>>,
+    call: Call,
     site: &'static CallSite,
 }
 
 impl fmt::Debug for SpanGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let operation = match &self.call {
+            Call::Span(op) => Some(op),
+            _ => None,
+        };
         f.debug_struct("SpanGuard")
             .field("site", &self.site.name)
-            .field("operation", &self.op)
+            .field("operation", &operation)
             .finish_non_exhaustive()
     }
 }
 
 impl SpanGuard {
+    fn op(&self) -> Option<&Operation<CallMetrics>> {
+        match &self.call {
+            Call::Span(op) => Some(op),
+            _ => None,
+        }
+    }
+
+    /// Whether this call records nothing at all, however it ends: no span was started (see
+    /// [`set_skip_unsampled_children`]) and the call site has no metrics. An async body then
+    /// runs as it is, without the per-poll wrapper.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.call, Call::Unspanned { metrics: None, .. })
+    }
+
     /// Whether the span records attributes (it was sampled): `fields(...)` are evaluated only
     /// then.
     pub fn is_recording(&self) -> bool {
-        self.op.as_ref().is_some_and(Operation::is_recording)
+        self.op().is_some_and(Operation::is_recording)
     }
 
     /// The context holding this call's span (`None` when no span was started, see
     /// [`set_skip_unsampled_children`]).
     pub fn context(&self) -> Option<&Context> {
-        self.op.as_ref().and_then(Operation::context)
+        self.op().and_then(Operation::context)
     }
 
     /// Sets attributes on the span (no-op when it is not recording).
     pub fn set_attributes<I: IntoIterator<Item = KeyValue>>(&self, attributes: I) {
-        if let Some(op) = &self.op {
+        if let Some(op) = self.op() {
             op.set_attributes(attributes);
         }
     }
@@ -393,23 +470,37 @@ impl SpanGuard {
     /// Records that the call returned an error: status Error with `message`, `error.type` and
     /// an `exception` event.
     pub fn record_error(&mut self, error_type: &'static str, message: Option<String>) {
-        if let Some(op) = &mut self.op {
-            op.fail(Failure::exception(error_type, message.unwrap_or_default()));
+        match &mut self.call {
+            Call::Span(op) => {
+                op.fail(Failure::exception(error_type, message.unwrap_or_default()));
+            }
+            Call::Unspanned { failed, .. } => *failed = true,
+            Call::Ended => {}
         }
     }
 
     /// Ends the span after the body returned (as an error when
     /// [`record_error`](Self::record_error) was called).
     pub fn finish(mut self) {
-        if let Some(op) = self.op.take() {
-            op.end();
-        }
+        self.call.end(EndKind::Ok);
     }
 
     fn mark_panicked(&mut self) {
-        if let Some(op) = self.op.take() {
-            op.end_panicked();
+        self.call.end(EndKind::Panicked);
+    }
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        if matches!(self.call, Call::Ended) {
+            return;
         }
+        let kind = if std::thread::panicking() {
+            EndKind::Panicked
+        } else {
+            EndKind::Cancelled
+        };
+        self.call.end(kind);
     }
 }
 

@@ -4,8 +4,9 @@ use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt as _;
 use tracewire_core::propagation::{RejectReason, record_rejected};
-use tracewire_core::w3c::TextSink;
+use tracewire_core::w3c::{BAGGAGE, TRACEPARENT, TRACESTATE, TextSink, Traceparent};
 
 /// The `carrier` attribute value on `tracewire.propagation.rejected` for HTTP headers.
 pub const CARRIER: &str = "http";
@@ -15,16 +16,20 @@ pub const CARRIER: &str = "http";
 #[derive(Debug)]
 pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
+/// The text of a header value; a value that is not visible ASCII is counted and skipped.
+fn text(value: &HeaderValue) -> Option<&str> {
+    match value.to_str() {
+        Ok(s) => Some(s),
+        Err(_) => {
+            record_rejected(CARRIER, RejectReason::NotUtf8);
+            None
+        }
+    }
+}
+
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        let value = self.0.get(key)?;
-        match value.to_str() {
-            Ok(s) => Some(s),
-            Err(_) => {
-                record_rejected(CARRIER, RejectReason::NotUtf8);
-                None
-            }
-        }
+        text(self.0.get(key)?)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -45,6 +50,35 @@ impl Extractor for HeaderExtractor<'_> {
             })
             .collect();
         (!values.is_empty()).then_some(values)
+    }
+}
+
+/// The W3C header names, built once: a lookup by `HeaderName` skips parsing (and lowercasing)
+/// the name that a lookup by `&str` does.
+static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+static TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
+static BAGGAGE_HEADER: HeaderName = HeaderName::from_static(BAGGAGE);
+
+/// Reads headers as [`HeaderExtractor`] does, the three W3C ones by their prebuilt names.
+struct W3cHeaders<'a>(HeaderExtractor<'a>);
+
+impl Extractor for W3cHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let name = match key {
+            TRACEPARENT => &TRACEPARENT_HEADER,
+            TRACESTATE => &TRACESTATE_HEADER,
+            BAGGAGE => &BAGGAGE_HEADER,
+            _ => return self.0.get(key),
+        };
+        text(self.0.0.get(name)?)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys()
+    }
+
+    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+        self.0.get_all(key)
     }
 }
 
@@ -113,7 +147,36 @@ pub fn inject_headers(cx: &Context, headers: &mut HeaderMap) {
 /// Extracts the remote context carried by `headers` (an empty context when none, or nothing
 /// valid, is carried; rejections are counted with `carrier = "http"`).
 pub fn extract_headers(headers: &HeaderMap) -> Context {
-    tracewire_core::propagation::extract(&HeaderExtractor(headers), CARRIER)
+    extract_with(headers, tracewire_core::propagation::global_is_w3c())
+}
+
+/// [`extract_headers`], told whether the configured propagator is tracewire's
+/// ([`global_is_w3c`](tracewire_core::propagation::global_is_w3c)): then the codec reads the
+/// three W3C headers by prebuilt names, without a trip through the global propagator, with
+/// the same result.
+pub(crate) fn extract_with(headers: &HeaderMap, w3c: bool) -> Context {
+    if w3c {
+        tracewire_core::propagation::extract_w3c(&W3cHeaders(HeaderExtractor(headers)), CARRIER)
+    } else {
+        tracewire_core::propagation::extract(&HeaderExtractor(headers), CARRIER)
+    }
+}
+
+/// Writes the `traceparent` of `cx`'s span, when it is valid, replacing any there: what
+/// injecting through tracewire's propagator writes as `traceparent`, formatted on the stack
+/// and stored without a trip through the global propagator.
+pub(crate) fn insert_traceparent(cx: &Context, headers: &mut HeaderMap) {
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() {
+        return;
+    }
+    match HeaderValue::from_bytes(Traceparent::new(sc).as_bytes()) {
+        Ok(value) => {
+            headers.insert(TRACEPARENT_HEADER.clone(), value);
+        }
+        Err(_) => record_rejected(CARRIER, RejectReason::Unrepresentable),
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +196,112 @@ mod tests {
         assert_eq!(headers["traceparent"], FULL_TRACEPARENT);
         assert_eq!(headers["tracestate"], FULL_TRACESTATE);
         assert_full_context(&extract_headers(&headers));
+    }
+
+    /// What an extracted context carries, as a user of it sees it.
+    fn summary(cx: &Context) -> String {
+        use opentelemetry::baggage::BaggageExt;
+        let span = cx.span();
+        let sc = span.span_context();
+        let mut baggage: Vec<String> = cx
+            .baggage()
+            .iter()
+            .map(|(k, (v, m))| format!("{k}={v};{}", m.as_str()))
+            .collect();
+        baggage.sort();
+        format!(
+            "active={} valid={} remote={} {}-{}-{:02x} state=[{}] baggage={baggage:?}",
+            cx.has_active_span(),
+            sc.is_valid(),
+            sc.is_remote(),
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8(),
+            sc.trace_state().header(),
+        )
+    }
+
+    #[test]
+    fn the_direct_codec_path_extracts_what_the_global_propagator_does() {
+        opentelemetry::global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
+        const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let long_state = format!(
+            "k={}",
+            "v".repeat(tracewire_core::propagation::MAX_VALUE_LEN)
+        );
+        let long_tp = format!("cc{}-{}", &TP[2..], "x".repeat(300));
+        let cases: Vec<Vec<(&str, &[u8])>> = vec![
+            vec![],
+            vec![("traceparent", TP.as_bytes())],
+            vec![
+                (
+                    "traceparent",
+                    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                ),
+                ("tracestate", b"vendor=abc,ot=th:8"),
+                ("baggage", b"tenant=acme,user=42;prop=1"),
+            ],
+            vec![(
+                "traceparent",
+                b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            )],
+            vec![(
+                "traceparent",
+                b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            )],
+            vec![(
+                "traceparent",
+                b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            )],
+            vec![(
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            )],
+            vec![(
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            )],
+            vec![(
+                "traceparent",
+                b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )],
+            vec![("traceparent", long_tp.as_bytes())],
+            vec![(
+                "traceparent",
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-\xff\xfe-01",
+            )],
+            vec![("traceparent", TP.as_bytes()), ("tracestate", b"Bad Key=1")],
+            vec![
+                ("traceparent", TP.as_bytes()),
+                ("tracestate", long_state.as_bytes()),
+            ],
+            vec![("traceparent", TP.as_bytes()), ("tracestate", b"k=\xff")],
+            vec![("tracestate", b"vendor=abc")],
+            vec![("baggage", b"tenant=acme")],
+            vec![("baggage", b"tenant")],
+            vec![("baggage", b"k=%E2%82%AC%20euro")],
+            vec![("baggage", long_state.as_bytes())],
+            vec![("baggage", b"k=\xff")],
+            vec![("traceparent", b"garbage"), ("baggage", b"tenant=acme")],
+            // Repeated headers: the first value counts, as for `HeaderMap::get`.
+            vec![("traceparent", TP.as_bytes()), ("traceparent", b"garbage")],
+            vec![("traceparent", b"garbage"), ("traceparent", TP.as_bytes())],
+        ];
+        for case in cases {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &case {
+                headers.append(*name, HeaderValue::from_bytes(value).unwrap());
+            }
+            let before = tracewire_core::propagation::rejected_total();
+            let generic = tracewire_core::propagation::extract(&HeaderExtractor(&headers), CARRIER);
+            let generic_rejected = tracewire_core::propagation::rejected_total() - before;
+            let before = tracewire_core::propagation::rejected_total();
+            let direct = extract_with(&headers, true);
+            let direct_rejected = tracewire_core::propagation::rejected_total() - before;
+            assert_eq!(summary(&direct), summary(&generic), "{headers:?}");
+            assert_eq!(direct_rejected, generic_rejected, "{headers:?}");
+            assert_eq!(summary(&extract_headers(&headers)), summary(&generic));
+        }
     }
 
     #[test]

@@ -132,9 +132,16 @@ pub(crate) fn traced(args: TracedArgs, item: ItemFn) -> syn::Result<TokenStream>
         #record_fields
     };
 
+    let body_future = Ident::new("__tracewire_body", Span::mixed_site());
     let async_epilogue = |inner: TokenStream| {
         quote! {
-            let (#ret, #guard_mut #guard) = #private::Instrumented::new(#inner, #guard).await;
+            let #body_future = #inner;
+            if #guard.is_idle() {
+                // Nothing to record however the call ends: the body runs unwrapped.
+                ::core::mem::drop(#guard);
+                return #body_future.await;
+            }
+            let (#ret, #guard_mut #guard) = #private::Instrumented::new(#body_future, #guard).await;
             #[allow(clippy::let_unit_value)]
             let #ret #annotation = #ret;
             #record_result

@@ -90,3 +90,101 @@ async fn inside_an_unsampled_trace_children_follow_the_parent() {
     child().await;
     assert_eq!(capture.spans_named("child").len(), 1);
 }
+
+#[traced]
+async fn skipped_outcome(fail: bool) -> Result<(), String> {
+    if fail { Err("nope".to_owned()) } else { Ok(()) }
+}
+
+#[traced]
+async fn skipped_pending() {
+    std::future::pending::<()>().await;
+}
+
+#[traced]
+async fn skipped_panic() {
+    panic!("boom");
+}
+
+#[tokio::test]
+async fn calls_without_a_span_count_every_ending_as_calls_with_one_do() {
+    use opentelemetry::context::FutureExt as _;
+    use tracewire_test::SpanDataExt as _;
+    let capture = Capture::install_with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    tracewire_core::traced::set_skip_unsampled_children(true);
+    let cx = unsampled_parent();
+    assert!(
+        skipped_outcome(false)
+            .with_context(cx.clone())
+            .await
+            .is_ok()
+    );
+    assert!(
+        skipped_outcome(true)
+            .with_context(cx.clone())
+            .await
+            .is_err()
+    );
+    // Cancelled: no result, no duration.
+    let pending = skipped_pending().with_context(cx.clone());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(5), pending)
+            .await
+            .is_err()
+    );
+    let panicked = tokio::spawn(skipped_panic().with_context(cx.clone())).await;
+    assert!(panicked.is_err());
+    assert!(capture.spans().is_empty());
+
+    let by = |function: &str, result: &str| {
+        capture.counter(
+            "function.calls",
+            &[("function", function), ("result", result)],
+        )
+    };
+    assert_eq!(by("skipped_outcome", "ok"), 1);
+    assert_eq!(by("skipped_outcome", "error"), 1);
+    assert_eq!(
+        by("skipped_pending", "ok") + by("skipped_pending", "error"),
+        0
+    );
+    assert_eq!(by("skipped_panic", "error"), 1);
+    let durations = |function: &str| {
+        capture
+            .histogram_count("function.calls.duration", &[("function", function)])
+            .0
+    };
+    assert_eq!(durations("skipped_outcome"), 2);
+    assert_eq!(durations("skipped_pending"), 0);
+    assert_eq!(durations("skipped_panic"), 1);
+    for point in capture.metric("function.calls.concurrent") {
+        assert_eq!(point.count_or_value(), 0.0, "{point:?}");
+    }
+
+    // Under a sampled parent the span records, with its code attributes.
+    let sampled = {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ))
+    };
+    assert!(skipped_outcome(false).with_context(sampled).await.is_ok());
+    let span = capture.span("skipped_outcome");
+    assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert_eq!(
+        span.attr("code.function.name")
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("sampling::skipped_outcome")
+    );
+    assert_eq!(
+        span.attr("code.namespace")
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("sampling")
+    );
+}

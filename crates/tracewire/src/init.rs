@@ -582,9 +582,10 @@ impl Builder {
         // Installed so tracewire's instrumentation starts spans with the SDK's tracer directly.
         tracewire_core::provider::set_tracer_provider(tracer_provider.clone());
         global::set_meter_provider(meter_provider.clone());
-        // With a parent-based sampler, `#[traced]` calls inside an unsampled trace need no span.
-        // Under the tail decision, unsampled spans are recorded: children too.
-        tracewire_core::traced::set_skip_unsampled_children(
+        // With a parent-based sampler, `#[traced]` calls inside an unsampled trace need no span,
+        // and a request under an unsampled parent no sampling attributes. Under the tail
+        // decision, unsampled spans are recorded: children too.
+        tracewire_core::provider::set_parent_based_sampler(
             parent_based && sampling_decisions.is_none(),
         );
         let sampling_counters = sampling_decisions.map(crate::sampling::counters);

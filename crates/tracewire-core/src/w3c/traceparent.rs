@@ -7,32 +7,42 @@ pub const TRACEPARENT_LEN: usize = 55;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The value of one lowercase hex digit (`0-9`, `a-f`); uppercase is invalid in `traceparent`.
-#[inline]
-fn nibble(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+/// The value of each lowercase hex digit (`0-9`, `a-f`), `0xff` for every other byte
+/// (uppercase is invalid in `traceparent`).
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xff_u8; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[HEX[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    table
+};
 
 #[inline]
 fn hex_byte(hi: u8, lo: u8) -> Option<u8> {
-    Some(nibble(hi)? << 4 | nibble(lo)?)
+    let (hi, lo) = (HEX_VALUE[usize::from(hi)], HEX_VALUE[usize::from(lo)]);
+    ((hi | lo) < 16).then_some(hi << 4 | lo)
 }
 
-/// Decodes `2 * N` lowercase hex digits into `N` bytes.
+/// Decodes `2 * N` lowercase hex digits into `N` bytes: one table lookup per digit and one
+/// check at the end, no branch per digit.
 #[inline]
 fn hex_array<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     if digits.len() != 2 * N {
         return None;
     }
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = hex_byte(pair[0], pair[1])?;
+    let mut invalid = 0u8;
+    for (i, byte) in out.iter_mut().enumerate() {
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(digits[2 * i])],
+            HEX_VALUE[usize::from(digits[2 * i + 1])],
+        );
+        invalid |= hi | lo;
+        *byte = hi << 4 | (lo & 0x0f);
     }
-    Some(out)
+    (invalid < 16).then_some(out)
 }
 
 /// Parses a `traceparent` value by the W3C Trace Context rules.
@@ -106,11 +116,20 @@ impl Traceparent {
         let mut out = [b'-'; TRACEPARENT_LEN];
         out[0] = b'0';
         out[1] = b'0';
-        put_hex(&mut out[3..35], &span_context.trace_id().to_bytes());
-        put_hex(&mut out[36..52], &span_context.span_id().to_bytes());
-        let flags = (span_context.trace_flags() & TraceFlags::SAMPLED).to_u8();
-        put_hex(&mut out[53..55], &[flags]);
+        put_hex_array(&mut out, 3, &span_context.trace_id().to_bytes());
+        put_hex_array(&mut out, 36, &span_context.span_id().to_bytes());
+        out[53] = b'0';
+        out[54] = if span_context.is_sampled() {
+            b'1'
+        } else {
+            b'0'
+        };
         Traceparent(out)
+    }
+
+    /// The header value, as bytes (ASCII hex digits and dashes).
+    pub fn as_bytes(&self) -> &[u8; TRACEPARENT_LEN] {
+        &self.0
     }
 
     /// The header value.
@@ -126,8 +145,14 @@ impl std::fmt::Debug for Traceparent {
     }
 }
 
-fn put_hex(out: &mut [u8], bytes: &[u8]) {
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+/// Writes `bytes` as lowercase hex into `out` from `at` (a fixed-size array, so the bounds are
+/// checked once, at compile time).
+#[inline]
+fn put_hex_array<const N: usize>(out: &mut [u8; TRACEPARENT_LEN], at: usize, bytes: &[u8; N]) {
+    let Some(digits) = out.get_mut(at..at + 2 * N) else {
+        return;
+    };
+    for (pair, b) in digits.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0x0f)];
     }

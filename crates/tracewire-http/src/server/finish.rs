@@ -161,6 +161,9 @@ pub(crate) struct Exchange {
     /// The operation's context (also inside `op`), kept at hand for every poll.
     pub(crate) cx: Context,
     pub(crate) request_id: RequestId,
+    /// The configured propagator was tracewire's when the request came in: the response
+    /// `traceparent` is written by the codec directly.
+    w3c: bool,
 }
 
 /// Passes only `traceparent` through: responses must not echo baggage or trace state.
@@ -183,11 +186,17 @@ impl tracewire_core::w3c::TextSink for TraceparentOnly<'_> {
 }
 
 impl Exchange {
-    pub(crate) fn new(op: Operation<RequestMeasure>, cx: Context, request_id: RequestId) -> Self {
+    pub(crate) fn new(
+        op: Operation<RequestMeasure>,
+        cx: Context,
+        request_id: RequestId,
+        w3c: bool,
+    ) -> Self {
         Self {
             op: Some(op),
             cx,
             request_id,
+            w3c,
         }
     }
 
@@ -213,11 +222,16 @@ impl Exchange {
             op.fail(failure);
         }
         let headers = response.headers_mut();
-        // Straight from the codec's buffer when the propagator is tracewire's.
-        tracewire_core::propagation::inject_text(
-            &self.cx,
-            &mut TraceparentOnly(crate::propagation::HeaderInjector(headers)),
-        );
+        if self.w3c {
+            // What the codec would write as `traceparent`, without a trip through the
+            // global propagator.
+            crate::propagation::insert_traceparent(&self.cx, headers);
+        } else {
+            tracewire_core::propagation::inject_text(
+                &self.cx,
+                &mut TraceparentOnly(crate::propagation::HeaderInjector(headers)),
+            );
+        }
         if let Ok(value) = HeaderValue::from_str(self.request_id.as_str()) {
             headers.insert(config.request_id_header.clone(), value);
         }
@@ -283,4 +297,54 @@ fn settle(mut op: Operation<RequestMeasure>, cx: &Context, ending: Ending) {
         }
     }
     op.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::baggage::BaggageExt as _;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+
+    #[test]
+    fn the_direct_response_traceparent_is_the_one_the_propagator_writes() {
+        opentelemetry::global::set_text_map_propagator(tracewire_core::w3c::W3cPropagator::new());
+        let span_context = |flags| {
+            SpanContext::new(
+                TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+                SpanId::from(0x00f0_67aa_0ba9_02b7),
+                flags,
+                false,
+                TraceState::from_key_value([("vendor", "abc")]).unwrap(),
+            )
+        };
+        let contexts = [
+            Context::new(),
+            Context::new().with_remote_span_context(span_context(TraceFlags::SAMPLED)),
+            Context::new().with_remote_span_context(span_context(TraceFlags::NOT_SAMPLED)),
+            Context::new()
+                .with_remote_span_context(span_context(TraceFlags::SAMPLED))
+                .with_baggage([KeyValue::new("tenant", "acme")]),
+            Context::new().with_remote_span_context(SpanContext::empty_context()),
+        ];
+        for cx in &contexts {
+            let start = || {
+                let mut headers = HeaderMap::new();
+                headers.append("traceparent", HeaderValue::from_static("stale-1"));
+                headers.append("traceparent", HeaderValue::from_static("stale-2"));
+                headers.append("content-type", HeaderValue::from_static("text/plain"));
+                headers
+            };
+            let mut generic = start();
+            tracewire_core::propagation::inject_text(
+                cx,
+                &mut TraceparentOnly(crate::propagation::HeaderInjector(&mut generic)),
+            );
+            let mut direct = start();
+            crate::propagation::insert_traceparent(cx, &mut direct);
+            assert_eq!(direct, generic);
+            assert!(direct.get("tracestate").is_none() && direct.get("baggage").is_none());
+        }
+    }
 }

@@ -20,7 +20,6 @@ use super::finish::{Exchange, RequestMeasure};
 use super::future::ResponseFuture;
 use super::telemetry::{Config, Instruments, scheme};
 use crate::classify::{GrpcCall, Protocol, Side};
-use crate::propagation::{CARRIER, HeaderExtractor};
 use crate::semconv::{OTHER_METHOD, method_index, method_value, protocol_version};
 
 /// The service produced by [`ServerLayer`](super::ServerLayer): instruments every request
@@ -76,7 +75,10 @@ where
         let shared = &self.instruments;
         let config = &self.config;
 
-        let parent = tracewire_core::propagation::extract(&HeaderExtractor(req.headers()), CARRIER);
+        // One look at the configured propagator per request: with tracewire's own, the codec
+        // reads and writes the W3C headers directly.
+        let w3c = tracewire_core::propagation::global_is_w3c();
+        let parent = crate::propagation::extract_with(req.headers(), w3c);
 
         let method_idx = method_index(req.method());
         let method = method_value(method_idx);
@@ -105,22 +107,33 @@ where
             ),
         };
 
-        let mut attributes = Vec::with_capacity(4);
-        attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
-        attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
-        if let Some(route) = &route {
-            attributes.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
-        }
-        if let Some(call) = &grpc {
-            call.start_attributes(&mut attributes);
-        }
-        let mut span = shared
-            .tracer
-            .span_builder(span_name)
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .with_attributes(attributes)
-            .start_with_context(&shared.tracer, &parent);
+        let mut span = if tracewire_core::provider::child_is_dropped(&parent) {
+            // A parent-based sampler drops this span whatever it carries: the SDK builds it
+            // (its ids, flags and trace state are the SDK's as always) from its name and kind
+            // alone, without the attributes only the sampler and a recording span would read.
+            shared
+                .tracer
+                .span_builder(span_name)
+                .with_kind(SpanKind::Server)
+                .start_with_context(&shared.tracer, &parent)
+        } else {
+            let mut attributes = Vec::with_capacity(4);
+            attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
+            attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
+            if let Some(route) = &route {
+                attributes.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
+            }
+            if let Some(call) = &grpc {
+                call.start_attributes(&mut attributes);
+            }
+            shared
+                .tracer
+                .span_builder(span_name)
+                .with_kind(SpanKind::Server)
+                .with_start_time(start)
+                .with_attributes(attributes)
+                .start_with_context(&shared.tracer, &parent)
+        };
 
         let request_id = request_id(req.headers(), &config.request_id_header);
         if span.is_recording() {
@@ -148,7 +161,7 @@ where
             grpc_attributes: Vec::new(),
         };
         let op = Operation::started_at_time(cx.clone(), measure, start);
-        let exchange = Exchange::new(op, cx, request_id);
+        let exchange = Exchange::new(op, cx, request_id, w3c);
         let future = {
             let _attached = exchange.context().clone().attach();
             self.inner.call(req)
