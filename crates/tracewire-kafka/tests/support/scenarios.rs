@@ -501,21 +501,13 @@ pub async fn batch_links_every_record(broker: &Broker) {
 /// (failed) → retry send → attempt 2 (failed) → retry send → attempt 3 (succeeds).
 pub async fn retry_topic_keeps_one_trace(broker: &Broker) {
     let telemetry = install();
-    let topic = unique("payments");
-    let retry_topic = format!("{topic}.retry");
-    let dlt = format!("{topic}.dlt");
-    for t in [&topic, &retry_topic, &dlt] {
-        broker.create_topic(t, 1).await;
-    }
-    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-    let retry = RetryTopics::new(
-        producer.clone(),
-        &retry_topic,
-        RetryPolicy::new()
-            .max_attempts(3)
-            .backoff(Duration::from_millis(50), Duration::from_millis(100))
-            .dead_letter(&dlt),
-    );
+    let RetrySetup {
+        topic,
+        retry_topic,
+        dlt: _,
+        producer,
+        retry,
+    } = retry_setup(broker, "payments", 3, (50, 100)).await;
     let request = root("checkout");
     within(
         30,
@@ -651,21 +643,13 @@ pub async fn retry_topic_keeps_one_trace(broker: &Broker) {
 /// trace, with the number of attempts made.
 pub async fn dead_letter_after_max_attempts(broker: &Broker) {
     let telemetry = install();
-    let topic = unique("emails");
-    let retry_topic = format!("{topic}.retry");
-    let dlt = format!("{topic}.dlt");
-    for t in [&topic, &retry_topic, &dlt] {
-        broker.create_topic(t, 1).await;
-    }
-    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-    let retry = RetryTopics::new(
-        producer.clone(),
-        &retry_topic,
-        RetryPolicy::new()
-            .max_attempts(2)
-            .backoff(Duration::from_millis(50), Duration::from_millis(100))
-            .dead_letter(&dlt),
-    );
+    let RetrySetup {
+        topic,
+        retry_topic,
+        dlt,
+        producer,
+        retry,
+    } = retry_setup(broker, "emails", 2, (50, 100)).await;
     let request = root("signup");
     within(
         30,
@@ -903,21 +887,13 @@ pub async fn send_to_a_missing_topic_fails_promptly_as_one_error_type(broker: &B
 /// the two (`dead_letter`), on its span and in `Processed`.
 pub async fn failed_batch_reports_its_worst_outcome(broker: &Broker) {
     let telemetry = install();
-    let topic = unique("mixed");
-    let retry_topic = format!("{topic}.retry");
-    let dlt = format!("{topic}.dlt");
-    for t in [&topic, &retry_topic, &dlt] {
-        broker.create_topic(t, 1).await;
-    }
-    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
-    let retry = RetryTopics::new(
-        producer.clone(),
-        &retry_topic,
-        RetryPolicy::new()
-            .max_attempts(2)
-            .backoff(Duration::from_millis(10), Duration::from_millis(10))
-            .dead_letter(&dlt),
-    );
+    let RetrySetup {
+        topic,
+        retry_topic,
+        dlt,
+        producer,
+        retry,
+    } = retry_setup(broker, "mixed", 2, (10, 10)).await;
     for message in [
         tracewire_kafka::Message::to(&topic).payload("fresh"),
         tracewire_kafka::Message::to(&topic)
@@ -955,5 +931,48 @@ pub async fn failed_batch_reports_its_worst_outcome(broker: &Broker) {
         let copy = within(30, "the copy", reader.recv()).await.unwrap();
         assert_eq!(copy.payload(), Some(payload.as_bytes()), "{destination}");
         assert_eq!(copy.attempt(), attempt, "{destination}");
+    }
+}
+
+/// A work topic with its retry and dead-letter topics, a producer, and the retry topics a
+/// consumer is given: `max_attempts` attempts, backoff from `backoff_ms.0` to `backoff_ms.1`.
+struct RetrySetup {
+    topic: String,
+    retry_topic: String,
+    dlt: String,
+    producer: TracedProducer,
+    retry: RetryTopics,
+}
+
+async fn retry_setup(
+    broker: &Broker,
+    prefix: &str,
+    max_attempts: u32,
+    backoff_ms: (u64, u64),
+) -> RetrySetup {
+    let topic = unique(prefix);
+    let retry_topic = format!("{topic}.retry");
+    let dlt = format!("{topic}.dlt");
+    for t in [&topic, &retry_topic, &dlt] {
+        broker.create_topic(t, 1).await;
+    }
+    let producer = TracedProducer::from_config(&broker.producer_config()).unwrap();
+    let retry = RetryTopics::new(
+        producer.clone(),
+        &retry_topic,
+        RetryPolicy::new()
+            .max_attempts(max_attempts)
+            .backoff(
+                Duration::from_millis(backoff_ms.0),
+                Duration::from_millis(backoff_ms.1),
+            )
+            .dead_letter(&dlt),
+    );
+    RetrySetup {
+        topic,
+        retry_topic,
+        dlt,
+        producer,
+        retry,
     }
 }
