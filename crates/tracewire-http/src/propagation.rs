@@ -92,9 +92,9 @@ impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         // The W3C names are static: no allocation for the headers written on every request.
         let name = match key {
-            "traceparent" => HeaderName::from_static("traceparent"),
-            "tracestate" => HeaderName::from_static("tracestate"),
-            "baggage" => HeaderName::from_static("baggage"),
+            TRACEPARENT => TRACEPARENT_HEADER.clone(),
+            TRACESTATE => TRACESTATE_HEADER.clone(),
+            BAGGAGE => BAGGAGE_HEADER.clone(),
             other => match HeaderName::from_bytes(other.as_bytes()) {
                 Ok(name) => name,
                 Err(_) => {
@@ -121,7 +121,14 @@ impl TextSink for HeaderInjector<'_> {
             record_rejected(CARRIER, RejectReason::Unrepresentable);
             return;
         };
-        self.0.insert(HeaderName::from_static(name), value);
+        // The W3C names are built once; cloning a static name copies no bytes.
+        let name = match name {
+            TRACEPARENT => TRACEPARENT_HEADER.clone(),
+            TRACESTATE => TRACESTATE_HEADER.clone(),
+            BAGGAGE => BAGGAGE_HEADER.clone(),
+            other => HeaderName::from_static(other),
+        };
+        self.0.insert(name, value);
     }
 }
 

@@ -197,9 +197,14 @@ fn key_char(b: u8) -> bool {
     tchar(b) && b != b'%'
 }
 
-fn push_encoded(out: &mut String, s: &str, keep: fn(u8) -> bool) {
+fn push_encoded(out: &mut String, s: &str, keep: impl Fn(u8) -> bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = s.as_bytes();
+    // Most keys and values need no escape: one check, one copy.
+    if bytes.iter().all(|&b| keep(b)) {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if keep(b) {
