@@ -146,43 +146,6 @@ impl Drop for Example {
     }
 }
 
-/// A tansu broker on a port of its own, memory storage; killed on drop.
-struct Tansu {
-    child: Child,
-    port: u16,
-}
-
-impl Tansu {
-    fn start() -> Self {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start tansu (scripts/ensure-tansu installs it): {e}"));
-        let broker = Self { child, port };
-        wait_for_port(port, Duration::from_secs(30), "tansu");
-        broker
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// What the Kafka broker does when the consumer is told to stop.
 #[derive(Debug, Clone, Copy)]
 enum KafkaFault {
@@ -205,8 +168,8 @@ fn the_kafka_consumer_stops_in_time_whatever_the_broker_does() {
     for round in 0..2 {
         for fault in faults {
             let case = format!("round {round}, {fault:?}");
-            let broker = Tansu::start();
-            let brokers = format!("127.0.0.1:{}", broker.port);
+            let broker = tracewire_test::PrivateTansu::start();
+            let brokers = broker.bootstrap();
             let topic = format!("tracewire.stop.{run}.{round}.{fault:?}");
             // The example's own run: creates the topic, sends 3 records, processes them.
             let mut first = Example::start(
@@ -235,7 +198,7 @@ fn the_kafka_consumer_stops_in_time_whatever_the_broker_does() {
             );
             consumer.wait_for("processed record", 3, Duration::from_secs(90));
             let pid = consumer.child.id();
-            let tansu = broker.child.id();
+            let tansu = broker.pid();
             let sent = match fault {
                 KafkaFault::Killed => {
                     signal(tansu, "-KILL");

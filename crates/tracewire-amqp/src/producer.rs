@@ -10,7 +10,6 @@ use lapin::{BasicProperties, Confirmation};
 use opentelemetry::Context;
 use tracewire_core::messaging::Message;
 
-use crate::carrier;
 use crate::lapin_error_type;
 use crate::publish::TracedChannel;
 
@@ -106,9 +105,8 @@ impl TracedProducer {
                     AMQPValue::LongString(LongString::from(*value)),
                 );
             }
-            // Trace headers given by the caller would be replaced anyway; drop them before
-            // the span's context is written.
-            carrier::remove_propagation_fields(&mut headers);
+            // Trace headers given here are removed and replaced by the span's when it is
+            // written into them (`carrier::inject`, in the publish).
             properties = properties.with_headers(headers);
         }
         if let Some(id) = message.id() {

@@ -4,10 +4,6 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
 use support::{Broker, install, scenarios, unique, within};
@@ -48,78 +44,13 @@ async fn dead_letter_after_max_attempts() {
     scenarios::dead_letter_after_max_attempts(&Broker::tansu()).await;
 }
 
-/// A private tansu process on a free port, killed on drop.
-struct PrivateTansu {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateTansu {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start tansu ({e}); run `scripts/ensure-tansu` to install it")
-            });
-        let broker = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private tansu did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        broker
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateTansu {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn tansu_binary() -> String {
-    let cargo_bin = std::env::var("CARGO_HOME")
-        .map(|home| format!("{home}/bin/tansu"))
-        .unwrap_or_else(|_| format!("{}/.cargo/bin/tansu", std::env::var("HOME").unwrap()));
-    if std::path::Path::new(&cargo_bin).exists() {
-        cargo_bin
-    } else {
-        "tansu".to_owned()
-    }
-}
-
 /// A real broker process dies mid-stream: the consumer's `recv` and the next send surface
 /// errors (no panic), and every producer span that started has ended.
 #[tokio::test]
 async fn broker_process_dying_mid_stream_surfaces_errors() {
     let telemetry = install();
-    let mut tansu = PrivateTansu::start();
-    let broker = Broker::at(&format!("127.0.0.1:{}", tansu.port));
+    let mut tansu = tracewire_test::PrivateTansu::start();
+    let broker = Broker::at(&tansu.bootstrap());
     let topic = unique("dying");
     broker.create_topic(&topic, 1).await;
     let mut config = broker.producer_config();

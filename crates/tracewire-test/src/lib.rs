@@ -21,6 +21,7 @@ mod capture;
 pub mod conformance;
 mod context;
 mod otlp;
+mod tansu;
 mod tls;
 
 #[cfg(feature = "browser")]
@@ -30,6 +31,7 @@ pub use context::{FULL_TRACEPARENT, FULL_TRACESTATE, assert_full_context, full_c
 pub use otlp::{
     OtlpReceiver, ReceivedExemplar, ReceivedLog, ReceivedMetricPoint, ReceivedRequest, ReceivedSpan,
 };
+pub use tansu::PrivateTansu;
 
 /// Re-exported so tests can name span data without depending on the SDK directly.
 pub use opentelemetry_sdk::trace::SpanData;

@@ -156,6 +156,18 @@ pub async fn within<F: std::future::Future>(secs: u64, what: &str, future: F) ->
         .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
 }
 
+/// The next `n` records of `consumer`, each within 30 s.
+pub async fn recv_n(
+    consumer: &tracewire_kafka::TracedConsumer,
+    n: usize,
+) -> Vec<tracewire_kafka::TracedMessage<'_>> {
+    let mut records = Vec::with_capacity(n);
+    for _ in 0..n {
+        records.push(within(30, "a record", consumer.recv()).await.unwrap());
+    }
+    records
+}
+
 /// Sends `payload` to `topic` and waits (at most 30 s) for its delivery report, failing the
 /// test when the record is not delivered.
 pub async fn deliver(producer: &tracewire_kafka::TracedProducer, topic: &str, payload: &str) {

@@ -438,10 +438,7 @@ pub async fn batch_links_every_record(broker: &Broker) {
         .unwrap()
         .with_commit(Some(CommitMode::Sync));
     assign(consumer.inner(), &[(&topic, 1)]);
-    let mut batch = Vec::new();
-    for _ in 0..3 {
-        batch.push(within(30, "a record", consumer.recv()).await.unwrap());
-    }
+    let batch = recv_n(&consumer, 3).await;
     let poll_loop = root("poll loop");
     let processed = consumer
         .process_batch(&batch, async {
@@ -736,10 +733,7 @@ pub async fn batch_over_partitions_commits_each(broker: &Broker) {
         .unwrap()
         .with_commit(Some(CommitMode::Sync));
     assign(consumer.inner(), &[(&topic, 2)]);
-    let mut batch = Vec::new();
-    for _ in 0..5 {
-        batch.push(within(30, "a record", consumer.recv()).await.unwrap());
-    }
+    let batch = recv_n(&consumer, 5).await;
     let processed = consumer
         .process_batch(&batch, async { Ok::<(), PaymentDeclined>(()) })
         .await
@@ -908,10 +902,7 @@ pub async fn failed_batch_reports_its_worst_outcome(broker: &Broker) {
         .unwrap()
         .with_retry(retry);
     assign(consumer.inner(), &[(&topic, 1)]);
-    let mut batch = Vec::new();
-    for _ in 0..2 {
-        batch.push(within(30, "a record", consumer.recv()).await.unwrap());
-    }
+    let batch = recv_n(&consumer, 2).await;
     assert_eq!(
         batch.iter().map(|m| m.attempt()).collect::<Vec<_>>(),
         [1, 2]
