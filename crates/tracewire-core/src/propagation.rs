@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue, global};
 
@@ -160,14 +160,82 @@ pub fn extract_with_context(
     })
 }
 
+/// The three W3C header values of one carrier, as the carrier found them (the first value of
+/// each name), for [`extract_w3c_values`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct W3cValues<'a> {
+    /// The `traceparent` value, as bytes: the parser checks every byte, so a carrier need not
+    /// check first that it is text (one that is not is counted as `not_utf8`).
+    pub traceparent: Option<&'a [u8]>,
+    /// The `tracestate` value.
+    pub tracestate: Option<&'a str>,
+    /// The `baggage` value.
+    pub baggage: Option<&'a str>,
+}
+
+/// What [`extract_w3c`] does, from values a carrier has already found: for a carrier that
+/// reads all three in one pass over its fields. The same limits ([`MAX_TRACEPARENT_LEN`],
+/// [`MAX_VALUE_LEN`]), the same rejections counted under `carrier`, the same context.
+///
+/// ```
+/// use opentelemetry::trace::TraceContextExt;
+/// use tracewire_core::propagation::{W3cValues, extract_w3c_values};
+///
+/// let cx = extract_w3c_values(W3cValues {
+///     traceparent: Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+///     ..W3cValues::default()
+/// }, "custom");
+/// assert!(cx.span().span_context().is_remote());
+/// ```
+pub fn extract_w3c_values(values: W3cValues<'_>, carrier: &'static str) -> Context {
+    fn within<'v, T: AsRef<[u8]> + ?Sized>(
+        value: Option<&'v T>,
+        limit: usize,
+        carrier: &'static str,
+    ) -> Option<&'v T> {
+        value.filter(|v| {
+            let ok = v.as_ref().len() <= limit;
+            if !ok {
+                record_rejected(carrier, RejectReason::TooLong);
+            }
+            ok
+        })
+    }
+    // In the order the propagator reads them: the trace state only with a valid parent.
+    let baggage = within(values.baggage, MAX_VALUE_LEN, carrier);
+    let traceparent = within(values.traceparent, MAX_TRACEPARENT_LEN, carrier);
+    let parent = traceparent.and_then(crate::w3c::parse_traceparent_bytes);
+    if let Some(value) = traceparent
+        && parent.is_none()
+    {
+        // What a carrier that reads header values as text would have refused first.
+        let text = value
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b));
+        let reason = if text {
+            RejectReason::Malformed
+        } else {
+            RejectReason::NotUtf8
+        };
+        record_rejected(carrier, reason);
+    }
+    let parent = parent.map(|ids| (ids, within(values.tracestate, MAX_VALUE_LEN, carrier)));
+    crate::w3c::context_from(&Context::new(), parent, baggage)
+}
+
 /// What [`extract`] does when the configured propagator is [`W3cPropagator`], without going
 /// through the global propagator: for a carrier that has checked [`global_is_w3c`] once and
 /// looks the three W3C fields up faster than by name. The same limits, the same rejections
 /// counted, the same context.
 pub fn extract_w3c(extractor: &dyn Extractor, carrier: &'static str) -> Context {
-    guarded_extract(extractor, carrier, |guarded| {
-        W3cPropagator::new().extract_with_context(&Context::new(), guarded)
-    })
+    extract_w3c_values(
+        W3cValues {
+            traceparent: extractor.get(crate::w3c::TRACEPARENT).map(str::as_bytes),
+            tracestate: extractor.get(crate::w3c::TRACESTATE),
+            baggage: extractor.get(crate::w3c::BAGGAGE),
+        },
+        carrier,
+    )
 }
 
 /// Runs `extract` on `extractor` behind the size guard, then counts a `traceparent` that was

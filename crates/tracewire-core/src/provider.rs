@@ -129,6 +129,55 @@ impl Tracer {
     pub fn is_sdk(&self) -> bool {
         matches!(self.0, TracerInner::Sdk(_))
     }
+
+    /// The context of a child span of `parent` that the sampler drops without looking at it
+    /// ([`child_is_dropped`]), when this is the SDK tracer tracewire installed: what the SDK
+    /// builds for such a child (the parent's trace id and trace state, a new random span id,
+    /// no flags, not remote, not recording), built without an SDK span, so the child costs
+    /// no sampler call, no span object and no tracer reference. `None` when the child is not
+    /// known to be dropped or the tracer is another provider's: start it through the tracer.
+    ///
+    /// ```
+    /// use opentelemetry::Context;
+    /// use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    /// use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    /// use tracewire_core::provider;
+    ///
+    /// provider::set_tracer_provider(SdkTracerProvider::builder()
+    ///     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+    ///     .build());
+    /// provider::set_parent_based_sampler(true);
+    /// let parent = Context::new().with_remote_span_context(SpanContext::new(
+    ///     TraceId::from(7), SpanId::from(9), TraceFlags::default(), true, TraceState::NONE));
+    /// let child = provider::tracer().dropped_child(&parent).unwrap();
+    /// let sc = child.span().span_context().clone();
+    /// assert_eq!(sc.trace_id(), TraceId::from(7));
+    /// assert!(sc.is_valid() && !sc.is_sampled() && !sc.is_remote());
+    /// assert_ne!(sc.span_id(), SpanId::from(9));
+    /// assert!(!child.span().is_recording());
+    /// ```
+    pub fn dropped_child(&self, parent: &Context) -> Option<Context> {
+        use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceFlags};
+        if !self.is_sdk() || !child_is_dropped(parent) {
+            return None;
+        }
+        let span = parent.span();
+        let sc = span.span_context();
+        let span_id = loop {
+            let id = rand::random::<u64>();
+            if id != 0 {
+                break SpanId::from(id);
+            }
+        };
+        let child = SpanContext::new(
+            sc.trace_id(),
+            span_id,
+            TraceFlags::default(),
+            false,
+            sc.trace_state().clone(),
+        );
+        Some(parent.with_remote_span_context(child))
+    }
 }
 
 impl trace::Tracer for Tracer {

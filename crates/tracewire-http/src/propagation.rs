@@ -5,7 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt as _;
-use tracewire_core::propagation::{RejectReason, record_rejected};
+use tracewire_core::propagation::{RejectReason, W3cValues, record_rejected};
 use tracewire_core::w3c::{BAGGAGE, TRACEPARENT, TRACESTATE, TextSink, Traceparent};
 
 /// The `carrier` attribute value on `tracewire.propagation.rejected` for HTTP headers.
@@ -59,26 +59,38 @@ static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 static TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
 static BAGGAGE_HEADER: HeaderName = HeaderName::from_static(BAGGAGE);
 
-/// Reads headers as [`HeaderExtractor`] does, the three W3C ones by their prebuilt names.
-struct W3cHeaders<'a>(HeaderExtractor<'a>);
+/// Up to this many header values, the three W3C headers are found in one pass over the map;
+/// past it, by three lookups (each hashes its name).
+const SCAN_LIMIT: usize = 24;
 
-impl Extractor for W3cHeaders<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        let name = match key {
-            TRACEPARENT => &TRACEPARENT_HEADER,
-            TRACESTATE => &TRACESTATE_HEADER,
-            BAGGAGE => &BAGGAGE_HEADER,
-            _ => return self.0.get(key),
+/// The first value of each W3C header, as [`HeaderExtractor`] reads them (a `tracestate` or
+/// `baggage` value that is not visible ASCII is counted and read as absent).
+fn w3c_values(headers: &HeaderMap) -> W3cValues<'_> {
+    if headers.len() > SCAN_LIMIT {
+        let get = |name: &HeaderName| headers.get(name);
+        return W3cValues {
+            traceparent: get(&TRACEPARENT_HEADER).map(HeaderValue::as_bytes),
+            tracestate: get(&TRACESTATE_HEADER).and_then(text),
+            baggage: get(&BAGGAGE_HEADER).and_then(text),
         };
-        text(self.0.0.get(name)?)
     }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys()
+    // The first value of each name, as `HeaderMap::get` finds it.
+    let mut found: [Option<&HeaderValue>; 3] = [None; 3];
+    for (name, value) in headers {
+        let slot = match name.as_str().len() {
+            11 if *name == TRACEPARENT_HEADER => 0,
+            10 if *name == TRACESTATE_HEADER => 1,
+            7 if *name == BAGGAGE_HEADER => 2,
+            _ => continue,
+        };
+        found[slot].get_or_insert(value);
     }
-
-    fn get_all(&self, key: &str) -> Option<Vec<&str>> {
-        self.0.get_all(key)
+    let [traceparent, tracestate, baggage] = found;
+    W3cValues {
+        // The codec checks every byte of a `traceparent` itself.
+        traceparent: traceparent.map(HeaderValue::as_bytes),
+        tracestate: tracestate.and_then(text),
+        baggage: baggage.and_then(text),
     }
 }
 
@@ -163,7 +175,7 @@ pub fn extract_headers(headers: &HeaderMap) -> Context {
 /// the same result.
 pub(crate) fn extract_with(headers: &HeaderMap, w3c: bool) -> Context {
     if w3c {
-        tracewire_core::propagation::extract_w3c(&W3cHeaders(HeaderExtractor(headers)), CARRIER)
+        tracewire_core::propagation::extract_w3c_values(w3c_values(headers), CARRIER)
     } else {
         tracewire_core::propagation::extract(&HeaderExtractor(headers), CARRIER)
     }

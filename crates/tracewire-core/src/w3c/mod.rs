@@ -53,14 +53,14 @@ use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::text_map_propagator::FieldIter;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
 pub use baggage::{
     MAX_BYTES as MAX_BAGGAGE_BYTES, MAX_KEPT as MAX_BAGGAGE_KEPT,
     MAX_MEMBERS as MAX_BAGGAGE_MEMBERS, parse_baggage, percent_decode, validate_baggage,
     write_baggage,
 };
-pub use traceparent::{TRACEPARENT_LEN, Traceparent, parse_traceparent};
+pub use traceparent::{TRACEPARENT_LEN, Traceparent, parse_traceparent, parse_traceparent_bytes};
 pub use tracestate::{
     MAX_MEMBERS as MAX_TRACESTATE_MEMBERS, parse_tracestate, validate_tracestate, write_tracestate,
 };
@@ -184,22 +184,53 @@ impl W3cPropagator {
     }
 }
 
+/// What [`parse_traceparent`] reads: trace id, parent span id, flags.
+pub(crate) type ParentIds = (TraceId, SpanId, TraceFlags);
+
+/// `cx` with the remote parent and the baggage of the W3C header values: the parent's ids
+/// (from [`parse_traceparent`]) with its `tracestate` value (an invalid one is read as
+/// empty), and the `baggage` value (an invalid one is ignored). `cx` itself when neither is
+/// there.
+pub(crate) fn context_from(
+    cx: &Context,
+    parent: Option<(ParentIds, Option<&str>)>,
+    baggage: Option<&str>,
+) -> Context {
+    let baggage = baggage.and_then(parse_baggage);
+    let cx = match parent {
+        Some(((trace_id, span_id, flags), tracestate)) => {
+            let trace_state = tracestate
+                .and_then(parse_tracestate)
+                .unwrap_or(TraceState::NONE);
+            cx.with_remote_span_context(SpanContext::new(
+                trace_id,
+                span_id,
+                flags,
+                true,
+                trace_state,
+            ))
+        }
+        None if baggage.is_none() => return cx.clone(),
+        None => cx.clone(),
+    };
+    match baggage {
+        Some(baggage) => cx.with_baggage(baggage),
+        None => cx,
+    }
+}
+
 impl TextMapPropagator for W3cPropagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         self.inject_into(cx, &mut InjectorSink(injector));
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        let baggage = extractor.get(BAGGAGE).and_then(parse_baggage);
-        let cx = match self.extract_span_context(extractor) {
-            Some(sc) => cx.with_remote_span_context(sc),
-            None if baggage.is_none() => return cx.clone(),
-            None => cx.clone(),
-        };
-        match baggage {
-            Some(baggage) => cx.with_baggage(baggage),
-            None => cx,
-        }
+        let baggage = extractor.get(BAGGAGE);
+        let parent = extractor
+            .get(TRACEPARENT)
+            .and_then(parse_traceparent)
+            .map(|ids| (ids, extractor.get(TRACESTATE)));
+        context_from(cx, parent, baggage)
     }
 
     fn fields(&self) -> FieldIter<'_> {

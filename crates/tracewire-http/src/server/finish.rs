@@ -11,21 +11,20 @@ use tracewire_core::RequestId;
 use tracewire_core::attributes as attr;
 use tracewire_core::operation::{EndKind, Ended, Failure, Measure, Operation};
 
-use super::telemetry::{Config, DurationKey, Durations, Instruments, scheme};
+use super::telemetry::{DurationKey, Durations, Shared, scheme};
 use crate::classify::{Ending, GrpcCall, GrpcCode, Side};
 
 /// The measure of one request: `http.server.request.duration`, the in-flight count and the
 /// access-log line, all written once when the request's operation ends.
 pub(crate) struct RequestMeasure {
-    pub(crate) instruments: Arc<Instruments>,
-    pub(crate) config: Arc<Config>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) method: &'static str,
     pub(crate) method_idx: usize,
     pub(crate) https: bool,
     pub(crate) route: Option<Cow<'static, str>>,
     /// The route's (or the unrouted method's) duration histogram, bound per attribute set;
     /// `None` past the route cache's limit.
-    pub(crate) durations: Option<Arc<Durations>>,
+    pub(crate) durations: RouteDurations,
     /// The path for the access-log line; `None` when no access-log event would be written.
     pub(crate) path: Option<Box<str>>,
     pub(crate) status: Option<u16>,
@@ -34,6 +33,17 @@ pub(crate) struct RequestMeasure {
     pub(crate) grpc: Option<GrpcCall>,
     /// The metric attributes of a gRPC call, written when it settles.
     pub(crate) grpc_attributes: Vec<KeyValue>,
+}
+
+/// Where a request's `http.server.request.duration` goes.
+#[derive(Clone, Copy)]
+pub(crate) enum RouteDurations {
+    /// The route's bound histograms.
+    Route(&'static Durations),
+    /// The histograms of requests without a matched route, for the request's method.
+    Unrouted,
+    /// Recorded unbound (past the route cache's limit, or a gRPC call).
+    Unbound,
 }
 
 impl RequestMeasure {
@@ -47,10 +57,14 @@ impl RequestMeasure {
         if let Some(error) = ended.error_type {
             attributes.push(KeyValue::new(attr::ERROR_TYPE, error.to_owned()));
         }
-        self.instruments
+        self.shared
+            .instruments
             .rpc_duration
             .record(ended.elapsed.as_secs_f64(), &attributes);
-        self.instruments.active.end(self.method_idx, self.https);
+        self.shared
+            .instruments
+            .active
+            .end(self.method_idx, self.https);
     }
 }
 
@@ -100,7 +114,12 @@ impl RequestMeasure {
     fn record_http(&mut self, ended: &Ended<'_>) {
         let seconds = ended.elapsed.as_secs_f64();
         let (https, status, error_type) = (self.https, self.status, ended.error_type);
-        match &self.durations {
+        let durations = match self.durations {
+            RouteDurations::Route(durations) => Some(durations),
+            RouteDurations::Unrouted => Some(&self.shared.instruments.unrouted[self.method_idx]),
+            RouteDurations::Unbound => None,
+        };
+        match durations {
             Some(durations) => durations.record(
                 seconds,
                 |key| key.is(https, status, error_type),
@@ -108,10 +127,16 @@ impl RequestMeasure {
             ),
             None => {
                 let (_, attributes) = self.http_attributes(error_type);
-                self.instruments.duration.record(seconds, &attributes);
+                self.shared
+                    .instruments
+                    .duration
+                    .record(seconds, &attributes);
             }
         }
-        self.instruments.active.end(self.method_idx, self.https);
+        self.shared
+            .instruments
+            .active
+            .end(self.method_idx, self.https);
     }
 
     /// The access-log event of the request (target `tracewire::access`).
@@ -119,7 +144,7 @@ impl RequestMeasure {
         let Some(path) = self.path.as_deref() else {
             return;
         };
-        if self.config.quiet_paths.iter().any(|p| &**p == path) {
+        if self.shared.config.quiet_paths.iter().any(|p| &**p == path) {
             return;
         }
         let _attached = ended.context.clone().attach();
@@ -214,11 +239,21 @@ impl Exchange {
             attr::HTTP_RESPONSE_STATUS_CODE,
             i64::from(status.as_u16()),
         ));
-        let config = op.measure_mut().config.clone();
-        if let Some(call) = op.measure_mut().grpc.as_mut() {
-            // gRPC: judged by `grpc-status` when the call ends.
-            call.on_response_head(status, response.headers());
-        } else if let Some(failure) = config.classifier.http_failure(status, Side::Server) {
+        let measure = op.measure_mut();
+        let failure = match measure.grpc.as_mut() {
+            Some(call) => {
+                // gRPC: judged by `grpc-status` when the call ends.
+                call.on_response_head(status, response.headers());
+                None
+            }
+            None => measure
+                .shared
+                .config
+                .classifier
+                .http_failure(status, Side::Server),
+        };
+        let request_id_header = measure.shared.config.request_id_header.clone();
+        if let Some(failure) = failure {
             op.fail(failure);
         }
         let headers = response.headers_mut();
@@ -233,7 +268,7 @@ impl Exchange {
             );
         }
         if let Ok(value) = HeaderValue::from_str(self.request_id.as_str()) {
-            headers.insert(config.request_id_header.clone(), value);
+            headers.insert(request_id_header, value);
         }
     }
 
@@ -287,7 +322,7 @@ fn settle(mut op: Operation<RequestMeasure>, cx: &Context, ending: Ending) {
     let measure = op.measure_mut();
     if let Some(call) = measure.grpc.as_mut() {
         let ending = if layer_failed { Ending::Failed } else { ending };
-        let classifier = measure.config.classifier.clone();
+        let classifier = measure.shared.config.classifier.clone();
         let mut attributes = Vec::with_capacity(7);
         let span = opentelemetry::trace::TraceContextExt::span(cx);
         let failure = call.end(&*classifier.0, ending, layer_failed, &span, &mut attributes);

@@ -5,7 +5,7 @@ use tower::Layer;
 use tracewire_core::redact::SensitiveHeaders;
 
 use super::service::Server;
-use super::telemetry::{Config, Instruments};
+use super::telemetry::{Config, Instruments, Shared};
 use crate::classify::{Classify, GrpcClassifier, SharedClassifier};
 
 /// A tower [`Layer`] that instruments every request of the service it wraps. See the
@@ -15,8 +15,7 @@ use crate::classify::{Classify, GrpcClassifier, SharedClassifier};
 /// providers once, here, not per request.
 #[derive(Debug, Clone)]
 pub struct ServerLayer {
-    config: Arc<Config>,
-    instruments: Arc<Instruments>,
+    shared: Arc<Shared>,
 }
 
 impl Default for ServerLayer {
@@ -30,8 +29,10 @@ impl ServerLayer {
     /// `x-request-id` as the request-id header, no request headers recorded.
     pub fn new() -> Self {
         Self {
-            config: Arc::new(Config::default()),
-            instruments: Arc::new(Instruments::from_globals()),
+            shared: Arc::new(Shared {
+                config: Config::default(),
+                instruments: Arc::new(Instruments::from_globals()),
+            }),
         }
     }
 
@@ -47,7 +48,8 @@ impl ServerLayer {
         match HeaderName::from_bytes(lower.as_bytes()) {
             Ok(header) => {
                 let key = opentelemetry::Key::from(format!("http.request.header.{lower}"));
-                Arc::make_mut(&mut self.config)
+                Arc::make_mut(&mut self.shared)
+                    .config
                     .recorded_headers
                     .push((header, key));
             }
@@ -60,19 +62,19 @@ impl ServerLayer {
 
     /// Replaces the list of headers whose values are never recorded.
     pub fn sensitive_headers(mut self, sensitive: SensitiveHeaders) -> Self {
-        Arc::make_mut(&mut self.config).sensitive = sensitive;
+        Arc::make_mut(&mut self.shared).config.sensitive = sensitive;
         self
     }
 
     /// Turns the per-request access-log event on or off (on by default).
     pub fn access_log(mut self, enabled: bool) -> Self {
-        Arc::make_mut(&mut self.config).access_log = enabled;
+        Arc::make_mut(&mut self.shared).config.access_log = enabled;
         self
     }
 
     /// Uses another header than `x-request-id` for the request id.
     pub fn request_id_header(mut self, name: HeaderName) -> Self {
-        Arc::make_mut(&mut self.config).request_id_header = name;
+        Arc::make_mut(&mut self.shared).config.request_id_header = name;
         self
     }
 
@@ -83,7 +85,8 @@ impl ServerLayer {
     /// let layer = tracewire_http::ServerLayer::new().quiet_path("/metrics");
     /// ```
     pub fn quiet_path(mut self, path: &str) -> Self {
-        Arc::make_mut(&mut self.config)
+        Arc::make_mut(&mut self.shared)
+            .config
             .quiet_paths
             .push(Box::from(path));
         self
@@ -99,14 +102,14 @@ impl ServerLayer {
     /// Chooses how requests are recorded and judged (see [`crate::classify`]); the
     /// [`DefaultClassifier`](crate::classify::DefaultClassifier) by default.
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
-        Arc::make_mut(&mut self.config).classifier = SharedClassifier(Arc::new(classifier));
+        Arc::make_mut(&mut self.shared).config.classifier = SharedClassifier(Arc::new(classifier));
         self
     }
 
     /// Records `url.scheme = https` when the request URI carries no scheme (HTTP/1 requests
     /// do not): set it on a TLS listener or behind a TLS-terminating proxy. `http` otherwise.
     pub fn https(mut self, https: bool) -> Self {
-        Arc::make_mut(&mut self.config).https = https;
+        Arc::make_mut(&mut self.shared).config.https = https;
         self
     }
 }
@@ -115,6 +118,6 @@ impl<S> Layer<S> for ServerLayer {
     type Service = Server<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Server::new(inner, self.config.clone(), self.instruments.clone())
+        Server::new(inner, self.shared.clone())
     }
 }

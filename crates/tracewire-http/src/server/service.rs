@@ -16,9 +16,9 @@ use std::sync::Arc;
 use tracewire_core::operation::Operation;
 
 use super::body::ServerBody;
-use super::finish::{Exchange, RequestMeasure};
+use super::finish::{Exchange, RequestMeasure, RouteDurations};
 use super::future::ResponseFuture;
-use super::telemetry::{Config, Instruments, scheme};
+use super::telemetry::{Config, Shared, scheme};
 use crate::classify::{GrpcCall, Protocol, Side};
 use crate::semconv::{OTHER_METHOD, method_index, method_value, protocol_version};
 
@@ -27,17 +27,12 @@ use crate::semconv::{OTHER_METHOD, method_index, method_value, protocol_version}
 #[derive(Debug, Clone)]
 pub struct Server<S> {
     inner: S,
-    config: Arc<Config>,
-    instruments: Arc<Instruments>,
+    shared: Arc<Shared>,
 }
 
 impl<S> Server<S> {
-    pub(crate) fn new(inner: S, config: Arc<Config>, instruments: Arc<Instruments>) -> Self {
-        Self {
-            inner,
-            config,
-            instruments,
-        }
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
     }
 
     /// The wrapped service.
@@ -72,8 +67,8 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // The one clock reading at the start: the span's start time and the duration's.
         let start = SystemTime::now();
-        let shared = &self.instruments;
-        let config = &self.config;
+        let shared = &*self.shared.instruments;
+        let config = &self.shared.config;
 
         // One look at the configured propagator per request: with tracewire's own, the codec
         // reads and writes the W3C headers directly.
@@ -95,51 +90,47 @@ where
             Protocol::Http => None,
         };
         let (route, span_name, durations) = match (&grpc, matched_route(&req)) {
-            (Some(call), _) => (None, call.span_name(), None),
+            (Some(call), _) => (None, call.span_name(), RouteDurations::Unbound),
             (None, Some(route)) => {
                 let named = shared.names.get(method_idx, method, route);
-                (Some(named.route), named.span_name, named.durations)
+                let durations = named
+                    .durations
+                    .map_or(RouteDurations::Unbound, RouteDurations::Route);
+                (Some(named.route), named.span_name, durations)
             }
-            (None, None) => (
-                None,
-                Cow::Borrowed(method),
-                Some(shared.unrouted[method_idx].clone()),
-            ),
-        };
-
-        let mut span = if tracewire_core::provider::child_is_dropped(&parent) {
-            // A parent-based sampler drops this span whatever it carries: the SDK builds it
-            // (its ids, flags and trace state are the SDK's as always) from its name and kind
-            // alone, without the attributes only the sampler and a recording span would read.
-            shared
-                .tracer
-                .span_builder(span_name)
-                .with_kind(SpanKind::Server)
-                .start_with_context(&shared.tracer, &parent)
-        } else {
-            let mut attributes = Vec::with_capacity(4);
-            attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
-            attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
-            if let Some(route) = &route {
-                attributes.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
-            }
-            if let Some(call) = &grpc {
-                call.start_attributes(&mut attributes);
-            }
-            shared
-                .tracer
-                .span_builder(span_name)
-                .with_kind(SpanKind::Server)
-                .with_start_time(start)
-                .with_attributes(attributes)
-                .start_with_context(&shared.tracer, &parent)
+            (None, None) => (None, Cow::Borrowed(method), RouteDurations::Unrouted),
         };
 
         let request_id = request_id(req.headers(), &config.request_id_header);
-        if span.is_recording() {
-            record_request(&mut span, &req, config, method_idx, &request_id);
-        }
-        let cx = parent.with_span(span).with_value(request_id.clone());
+        let cx = match shared.tracer.dropped_child(&parent) {
+            // A parent-based sampler drops this span whatever it carries: its context is
+            // built without an SDK span, and without the attributes only the sampler and a
+            // recording span would read.
+            Some(child) => child,
+            None => {
+                let mut attributes = Vec::with_capacity(4);
+                attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
+                attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
+                if let Some(route) = &route {
+                    attributes.push(KeyValue::new(attr::HTTP_ROUTE, route.clone()));
+                }
+                if let Some(call) = &grpc {
+                    call.start_attributes(&mut attributes);
+                }
+                let mut span = shared
+                    .tracer
+                    .span_builder(span_name)
+                    .with_kind(SpanKind::Server)
+                    .with_start_time(start)
+                    .with_attributes(attributes)
+                    .start_with_context(&shared.tracer, &parent);
+                if span.is_recording() {
+                    record_request(&mut span, &req, config, method_idx, &request_id);
+                }
+                parent.with_span(span)
+            }
+        };
+        let cx = cx.with_value(request_id.clone());
         req.extensions_mut().insert(request_id.clone());
 
         shared.active.start(method_idx, https);
@@ -148,8 +139,7 @@ where
             && tracing::enabled!(target: "tracewire::access", tracing::Level::WARN))
         .then(|| Box::<str>::from(req.uri().path()));
         let measure = RequestMeasure {
-            instruments: self.instruments.clone(),
-            config: self.config.clone(),
+            shared: self.shared.clone(),
             method,
             method_idx,
             https,

@@ -45,12 +45,20 @@ impl Default for Config {
     }
 }
 
+/// What a layer, its services and every request they serve share: the configuration and the
+/// instruments behind one reference count, so a request takes one reference, not two.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) instruments: Arc<Instruments>,
+}
+
 /// What every clone of a layer shares: the tracer, the instruments and the span-name cache.
 pub(crate) struct Instruments {
     pub(crate) tracer: tracewire_core::provider::Tracer,
     pub(crate) duration: Histogram<f64>,
     /// `http.server.request.duration` of requests without a matched route, per method.
-    pub(crate) unrouted: [Arc<Durations>; METHOD_COUNT],
+    pub(crate) unrouted: [Durations; METHOD_COUNT],
     /// `rpc.server.call.duration`, for calls classified as gRPC.
     pub(crate) rpc_duration: Histogram<f64>,
     pub(crate) active: &'static ActiveRequests,
@@ -74,7 +82,7 @@ impl Instruments {
         );
         Self {
             tracer: tracewire_core::provider::tracer(),
-            unrouted: std::array::from_fn(|_| Arc::new(BoundHistograms::new(duration.clone()))),
+            unrouted: std::array::from_fn(|_| BoundHistograms::new(duration.clone())),
             names: RouteNames::new(duration.clone()),
             duration,
             rpc_duration: tracewire_core::metrics::duration_histogram(
@@ -188,8 +196,8 @@ impl DurationKey {
 /// and reused.
 ///
 /// Routes are templates (`/users/{id}`), a small fixed set, so each distinct route and
-/// `"{method} {route}"` pair is leaked once into a `&'static str`, then shared by every request
-/// without allocation. The cache is bounded: past [`RouteNames::LIMIT`] routes, names are built
+/// `"{method} {route}"` pair is leaked once into a `&'static str` (and its bound histograms with
+/// it), then shared by every request without allocation or reference counting. The cache is bounded: past [`RouteNames::LIMIT`] routes, names are built
 /// per request instead and durations recorded unbound.
 pub(crate) struct RouteNames {
     duration: Histogram<f64>,
@@ -221,14 +229,14 @@ impl Hasher for Fnv {
 
 struct RouteEntry {
     route: &'static str,
-    names: [Option<(&'static str, Arc<Durations>)>; METHOD_COUNT],
+    names: [Option<(&'static str, &'static Durations)>; METHOD_COUNT],
 }
 
 /// A route and a span name, static when cached, with the route's bound durations.
 pub(crate) struct Named {
     pub(crate) route: Cow<'static, str>,
     pub(crate) span_name: Cow<'static, str>,
-    pub(crate) durations: Option<Arc<Durations>>,
+    pub(crate) durations: Option<&'static Durations>,
 }
 
 impl RouteNames {
@@ -249,7 +257,7 @@ impl RouteNames {
             return Named {
                 route: Cow::Borrowed(entry.route),
                 span_name: Cow::Borrowed(name),
-                durations: Some(durations.clone()),
+                durations: Some(durations),
             };
         }
         self.insert(method_idx, method, route)
@@ -277,16 +285,17 @@ impl RouteNames {
             names: [const { None }; METHOD_COUNT],
         });
         let (name, durations) = entry.names[method_idx].get_or_insert_with(|| {
+            // Leaked with the names: a request then holds the route's histograms without a
+            // reference count to update (an atomic write every worker thread would share).
             let leaked: &'static str = Box::leak(name.into_boxed_str());
-            (
-                leaked,
-                Arc::new(BoundHistograms::new(self.duration.clone())),
-            )
+            let durations: &'static Durations =
+                Box::leak(Box::new(BoundHistograms::new(self.duration.clone())));
+            (leaked, durations)
         });
         Named {
             route: Cow::Borrowed(entry.route),
             span_name: Cow::Borrowed(name),
-            durations: Some(durations.clone()),
+            durations: Some(durations),
         }
     }
 }
