@@ -499,8 +499,9 @@ async fn an_unsampled_parent_under_a_parent_based_sampler_is_followed_with_or_wi
     let unsampled = format!("00-{TRACE_ID}-{PARENT_ID}-00");
     let mut seen = Vec::new();
     for parent_based in [false, true] {
-        // Told the sampler is parent-based, the layer starts the span without the attributes
-        // only the sampler would read; the SDK still builds it.
+        // Told the sampler is parent-based, the layer builds the dropped span's context
+        // itself, without an SDK span: what the handler, the response and the next hop see is
+        // the same.
         tracewire_core::provider::set_parent_based_sampler(parent_based);
         let app = Router::new()
             .route("/view", route_get(trace_view))

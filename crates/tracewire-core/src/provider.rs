@@ -70,9 +70,13 @@ static PARENT_BASED: AtomicBool = AtomicBool::new(false);
 ///
 /// With it set, a `#[traced]` call inside an unsampled trace starts no span at all (it runs
 /// in the caller's context, which keeps the unsampled decision for everything downstream; its
-/// metrics are still recorded), and the HTTP server starts the span of a request whose parent
-/// is not sampled without the attributes only the sampler would read. Off by default: other
-/// samplers (tracewire's rule sampler among them) may sample the child of an unsampled parent.
+/// metrics are still recorded), and the HTTP server builds the context of a request whose
+/// parent is not sampled itself ([`Tracer::dropped_child`]): the parent's trace id and trace
+/// state, a random span id, no SDK span. Its span id is drawn by tracewire, not by the
+/// provider's id generator, and it is built even after the provider is shut down (where the SDK
+/// would give an invalid context): set this only for a provider whose span ids are random (the
+/// SDK's default generator, what `init()` installs). Off by default: other samplers
+/// (tracewire's rule sampler among them) may sample the child of an unsampled parent.
 pub fn set_parent_based_sampler(parent_based: bool) {
     PARENT_BASED.store(parent_based, Ordering::Relaxed);
 }
