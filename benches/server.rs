@@ -1,6 +1,7 @@
 //! Per-request cost of the server instrumentation, requests driven through an axum router
 //! in-process (no sockets): bare router; `ServerLayer` sampled and unsampled (an always-off
-//! sampler, and a parent-based sampler under an unsampled upstream parent), with
+//! sampler, and a parent-based sampler under an unsampled upstream parent; sampled also under
+//! a sampled upstream parent with that sampler, naive layer included), with
 //! tracewire's W3C codec (the default propagator) and with the SDK's `TraceContextPropagator`
 //! (the previous default); a naive hand-written OpenTelemetry layer (the reference: extract
 //! with the SDK propagator, one SDK span with five attributes, ended on the response); tower-http
@@ -223,6 +224,10 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| drive(&naive_parent_based, UNSAMPLED_PARENT));
     });
+    group.bench_function("naive_layer_sampled_parent", |b| {
+        b.to_async(&rt)
+            .iter(|| drive(&naive_parent_based, SAMPLED_PARENT));
+    });
     // Without a log subscriber: spans, metrics and headers only. First with the SDK's
     // propagator (the previous default), then with tracewire's codec (the default).
     sdk();
@@ -247,6 +252,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("tracewire_unsampled_parent_no_logs", |b| {
         b.to_async(&rt)
             .iter(|| drive(&tracewire_parent_based, UNSAMPLED_PARENT));
+    });
+    // The same sampler under a sampled upstream parent: the span is known to record before it
+    // is built.
+    group.bench_function("tracewire_sampled_parent_no_logs", |b| {
+        b.to_async(&rt)
+            .iter(|| drive(&tracewire_parent_based, SAMPLED_PARENT));
     });
     tracewire_core::traced::set_skip_unsampled_children(false);
     {

@@ -30,18 +30,50 @@ pub fn in_current_context<F: Future>(future: F) -> WithContext<F> {
 /// The request id of the HTTP request being served, stored in the OpenTelemetry context (and
 /// in the request's extensions) by the server layer, written by the JSON log layer as
 /// `request_id` on every line logged while serving that request.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(Arc<str>);
+///
+/// An id the server makes itself ([`generate`](Self::generate)) is held inline: no allocation,
+/// and a clone is a copy, not a reference count shared between threads.
+///
+/// ```
+/// use tracewire_core::RequestId;
+/// let id = RequestId::generate();
+/// assert_eq!(id.as_str().len(), 32);
+/// assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+/// assert_eq!(id, RequestId::new(id.as_str()));
+/// ```
+#[derive(Clone)]
+pub struct RequestId(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// 32 lowercase hex digits.
+    Generated([u8; 32]),
+    Shared(Arc<str>),
+}
 
 impl RequestId {
     /// Wraps an already validated id.
     pub fn new(id: impl Into<Arc<str>>) -> Self {
-        Self(id.into())
+        Self(Repr::Shared(id.into()))
+    }
+
+    /// A fresh random id: 128 random bits as 32 lowercase hex digits.
+    pub fn generate() -> Self {
+        let random = rand::random::<u128>().to_be_bytes();
+        let mut hex = [0u8; 32];
+        for (four, eight) in random.chunks_exact(4).zip(hex.chunks_exact_mut(8)) {
+            eight.copy_from_slice(&crate::w3c::hex_word([four[0], four[1], four[2], four[3]]));
+        }
+        Self(Repr::Generated(hex))
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Hex digits only, so always UTF-8.
+            Repr::Generated(hex) => std::str::from_utf8(hex).unwrap_or_default(),
+            Repr::Shared(id) => id,
+        }
     }
 
     /// The request id in the current OpenTelemetry context, if any.
@@ -50,21 +82,39 @@ impl RequestId {
     }
 }
 
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RequestId {}
+
+impl std::hash::Hash for RequestId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 impl From<&RequestId> for opentelemetry::Value {
-    /// The id as an attribute value, sharing the id's allocation.
+    /// The id as an attribute value (sharing the id's allocation when it has one).
     fn from(id: &RequestId) -> Self {
-        opentelemetry::Value::String(opentelemetry::StringValue::from(id.0.clone()))
+        let text = match &id.0 {
+            Repr::Generated(_) => opentelemetry::StringValue::from(id.as_str().to_owned()),
+            Repr::Shared(shared) => opentelemetry::StringValue::from(shared.clone()),
+        };
+        opentelemetry::Value::String(text)
     }
 }
 
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RequestId").field(&&*self.0).finish()
+        f.debug_tuple("RequestId").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }

@@ -98,6 +98,19 @@ pub fn child_is_dropped(parent: &Context) -> bool {
     }
 }
 
+/// Whether the sampler is known to record a child of `parent` without looking at the child:
+/// parent-based (see [`set_parent_based_sampler`]) and `parent`'s span context valid and
+/// sampled. Attributes a recording span would get can then go in with the span builder, in
+/// one allocation of the right size.
+pub fn child_is_recorded(parent: &Context) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    parent_based_sampler() && {
+        let span = parent.span();
+        let sc = span.span_context();
+        sc.is_valid() && sc.is_sampled()
+    }
+}
+
 /// The tracer of tracewire's scope, from the global tracer provider at the time of the call:
 /// see the [module documentation](self).
 pub fn tracer() -> Tracer {

@@ -60,6 +60,7 @@ pub use baggage::{
     MAX_MEMBERS as MAX_BAGGAGE_MEMBERS, parse_baggage, percent_decode, validate_baggage,
     write_baggage,
 };
+pub(crate) use traceparent::hex_word;
 pub use traceparent::{TRACEPARENT_LEN, Traceparent, parse_traceparent, parse_traceparent_bytes};
 pub use tracestate::{
     MAX_MEMBERS as MAX_TRACESTATE_MEMBERS, parse_tracestate, validate_tracestate, write_tracestate,

@@ -188,26 +188,32 @@ impl std::fmt::Debug for Traceparent {
 }
 
 /// Writes `bytes` as lowercase hex into `out` from `at` (`N` a multiple of 4), four bytes at a
-/// time in one 64-bit word: the nibbles spread one per byte, then turned into digits all at
-/// once. A test compares it with formatting digit by digit through [`HEX`].
+/// time ([`hex_word`]).
 #[inline]
 fn put_hex_array<const N: usize>(out: &mut [u8; TRACEPARENT_LEN], at: usize, bytes: &[u8; N]) {
-    const L: u64 = 0x0101_0101_0101_0101;
     let Some(digits) = out.get_mut(at..at + 2 * N) else {
         return;
     };
     for (four, eight) in bytes.chunks_exact(4).zip(digits.chunks_exact_mut(8)) {
-        let mut spread = u64::from(u32::from_le_bytes([four[0], four[1], four[2], four[3]]));
-        spread = (spread | (spread << 16)) & 0x0000_ffff_0000_ffff;
-        spread = (spread | (spread << 8)) & 0x00ff_00ff_00ff_00ff;
-        // Byte 2j: the high nibble of input byte j; byte 2j+1: its low nibble.
-        let nibbles = ((spread >> 4) & (0x0f * 0x0001_0001_0001_0001))
-            | ((spread & (0x0f * 0x0001_0001_0001_0001)) << 8);
-        // 1 in each byte whose nibble is 10 or more: those become `a`–`f`.
-        let letters = ((nibbles + 0x06 * L) >> 4) & L;
-        let ascii = nibbles + 0x30 * L + letters * (b'a' - b'0' - 10) as u64;
-        eight.copy_from_slice(&ascii.to_le_bytes());
+        eight.copy_from_slice(&hex_word([four[0], four[1], four[2], four[3]]));
     }
+}
+
+/// Four bytes as eight lowercase hex digits, in one 64-bit word: the nibbles spread one per
+/// byte, then turned into digits all at once. A test compares it with formatting digit by
+/// digit through [`HEX`].
+#[inline]
+pub(crate) fn hex_word(four: [u8; 4]) -> [u8; 8] {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const LOW: u64 = 0x0f * 0x0001_0001_0001_0001;
+    let mut spread = u64::from(u32::from_le_bytes(four));
+    spread = (spread | (spread << 16)) & 0x0000_ffff_0000_ffff;
+    spread = (spread | (spread << 8)) & 0x00ff_00ff_00ff_00ff;
+    // Byte 2j: the high nibble of input byte j; byte 2j+1: its low nibble.
+    let nibbles = ((spread >> 4) & LOW) | ((spread & LOW) << 8);
+    // 1 in each byte whose nibble is 10 or more: those become `a`–`f`.
+    let letters = ((nibbles + 0x06 * L) >> 4) & L;
+    (nibbles + 0x30 * L + letters * u64::from(b'a' - b'0' - 10)).to_le_bytes()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pin_project! {
     pub struct ServerBody<B> {
         #[pin]
         inner: B,
-        exchange: Option<Exchange>,
+        exchange: Option<Box<Exchange>>,
     }
 }
 
@@ -25,7 +25,7 @@ impl<B> fmt::Debug for ServerBody<B> {
 }
 
 impl<B> ServerBody<B> {
-    pub(crate) fn new(inner: B, exchange: Option<Exchange>) -> Self {
+    pub(crate) fn new(inner: B, exchange: Option<Box<Exchange>>) -> Self {
         Self { inner, exchange }
     }
 }
@@ -49,13 +49,13 @@ where
         match &frame {
             None => {
                 if let Some(e) = this.exchange.take() {
-                    e.end();
+                    (*e).end();
                 }
             }
             Some(Err(error)) => {
                 if let Some(mut e) = this.exchange.take() {
                     e.fail(Failure::from_error(error));
-                    e.end();
+                    (*e).end();
                 }
             }
             Some(Ok(frame)) => {
@@ -64,7 +64,7 @@ where
                     && let Some(mut e) = this.exchange.take()
                 {
                     e.on_trailers(trailers);
-                    e.end();
+                    (*e).end();
                 }
             }
         }

@@ -16,7 +16,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        exchange: Option<Exchange>,
+        // Boxed: the futures and bodies around this one move it several times on the way
+        // out, and a box moves as one pointer.
+        exchange: Option<Box<Exchange>>,
     }
 }
 
@@ -27,7 +29,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, exchange: Exchange) -> Self {
+    pub(crate) fn new(inner: F, exchange: Box<Exchange>) -> Self {
         Self {
             inner,
             exchange: Some(exchange),
@@ -59,7 +61,7 @@ where
             Err(error) => {
                 if let Some(mut e) = exchange {
                     e.fail(Failure::from_error(&error));
-                    e.end();
+                    (*e).end();
                 }
                 Err(error)
             }

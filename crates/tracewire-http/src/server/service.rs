@@ -108,7 +108,10 @@ where
             // recording span would read.
             Some(child) => child,
             None => {
-                let mut attributes = Vec::with_capacity(4);
+                // Known to record (a parent-based sampler under a sampled parent): every
+                // attribute goes in with the builder, in one vector of the right size.
+                let recorded = tracewire_core::provider::child_is_recorded(&parent);
+                let mut attributes = Vec::with_capacity(if recorded { 16 } else { 4 });
                 attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
                 attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
                 if let Some(route) = &route {
@@ -117,6 +120,9 @@ where
                 if let Some(call) = &grpc {
                     call.start_attributes(&mut attributes);
                 }
+                if recorded {
+                    request_attributes(&req, config, method_idx, &request_id, &mut attributes);
+                }
                 let mut span = shared
                     .tracer
                     .span_builder(span_name)
@@ -124,8 +130,10 @@ where
                     .with_start_time(start)
                     .with_attributes(attributes)
                     .start_with_context(&shared.tracer, &parent);
-                if span.is_recording() {
-                    record_request(&mut span, &req, config, method_idx, &request_id);
+                if !recorded && span.is_recording() {
+                    let mut attributes = Vec::with_capacity(12);
+                    request_attributes(&req, config, method_idx, &request_id, &mut attributes);
+                    span.set_attributes(attributes);
                 }
                 parent.with_span(span)
             }
@@ -151,7 +159,7 @@ where
             grpc_attributes: Vec::new(),
         };
         let op = Operation::started_at_time(cx.clone(), measure, start);
-        let exchange = Exchange::new(op, cx, request_id, w3c);
+        let exchange = Box::new(Exchange::new(op, cx, request_id, w3c));
         let future = {
             let _attached = exchange.context().clone().attach();
             self.inner.call(req)
@@ -211,48 +219,48 @@ fn server_address<B>(req: &Request<B>) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Attributes only a recording span needs; skipped entirely for unsampled requests.
-fn record_request<B>(
-    span: &mut tracewire_core::provider::Span,
+/// Attributes only a recording span needs; never built for unsampled requests.
+fn request_attributes<B>(
     req: &Request<B>,
     config: &Config,
     method_idx: usize,
     request_id: &RequestId,
+    out: &mut Vec<KeyValue>,
 ) {
     let uri = req.uri();
-    span.set_attribute(KeyValue::new(attr::URL_PATH, uri.path().to_owned()));
+    out.push(KeyValue::new(attr::URL_PATH, uri.path().to_owned()));
     if let Some(query) = uri.query() {
-        span.set_attribute(KeyValue::new(
+        out.push(KeyValue::new(
             attr::URL_QUERY,
             redact_query(query).into_owned(),
         ));
     }
     if method_idx == OTHER_METHOD {
-        span.set_attribute(KeyValue::new(
+        out.push(KeyValue::new(
             attr::HTTP_REQUEST_METHOD_ORIGINAL,
             req.method().as_str().to_owned(),
         ));
     }
     if let Some((host, port)) = server_address(req) {
-        span.set_attribute(KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()));
+        out.push(KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()));
         if let Some(port) = port {
-            span.set_attribute(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+            out.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
         }
     }
     if let Some(version) = protocol_version(req.version()) {
-        span.set_attribute(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, version));
+        out.push(KeyValue::new(attr::NETWORK_PROTOCOL_VERSION, version));
     }
     if let Some(ua) = req
         .headers()
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
-        span.set_attribute(KeyValue::new(attr::USER_AGENT_ORIGINAL, ua.to_owned()));
+        out.push(KeyValue::new(attr::USER_AGENT_ORIGINAL, ua.to_owned()));
     }
     if let Some(client) = client_address(req) {
-        span.set_attribute(KeyValue::new(attr::CLIENT_ADDRESS, client));
+        out.push(KeyValue::new(attr::CLIENT_ADDRESS, client));
     }
-    span.set_attribute(KeyValue::new(attr::REQUEST_ID, request_id));
+    out.push(KeyValue::new(attr::REQUEST_ID, request_id));
     for (name, key) in &config.recorded_headers {
         let values: Vec<opentelemetry::StringValue> = req
             .headers()
@@ -268,7 +276,7 @@ fn record_request<B>(
             })
             .collect();
         if !values.is_empty() {
-            span.set_attribute(KeyValue::new(
+            out.push(KeyValue::new(
                 key.clone(),
                 opentelemetry::Value::Array(values.into()),
             ));
@@ -277,7 +285,7 @@ fn record_request<B>(
 }
 
 /// The incoming request id when it is a sane token (1–128 characters of `[A-Za-z0-9._:-]`),
-/// otherwise a fresh random 128-bit hex id.
+/// otherwise a fresh random 128-bit hex id ([`RequestId::generate`]).
 fn request_id(headers: &HeaderMap, name: &http::HeaderName) -> RequestId {
     if let Some(value) = headers.get(name)
         && let Ok(text) = value.to_str()
@@ -288,16 +296,5 @@ fn request_id(headers: &HeaderMap, name: &http::HeaderName) -> RequestId {
     {
         return RequestId::new(text);
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = [0u8; 32];
-    for (pair, byte) in hex
-        .chunks_exact_mut(2)
-        .zip(rand::random::<u128>().to_be_bytes())
-    {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
-    }
-    // Hex digits only, so always UTF-8; built on the stack, the id's own allocation is the
-    // only one.
-    RequestId::new(std::str::from_utf8(&hex).unwrap_or_default())
+    RequestId::generate()
 }
