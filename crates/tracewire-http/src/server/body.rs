@@ -43,8 +43,13 @@ where
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        // Streaming bodies produce their data here: keep the request's context attached.
-        let _attached = this.exchange.as_ref().map(|e| e.context().clone().attach());
+        // Streaming bodies produce their data here: keep the request's context attached. A body
+        // at its end has nothing left to produce (its next frame is `None`): no need.
+        let _attached = if this.inner.is_end_stream() {
+            None
+        } else {
+            this.exchange.as_ref().map(|e| e.context().clone().attach())
+        };
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             None => {
