@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue, global};
 
@@ -160,22 +160,44 @@ pub fn extract_with_context(
     })
 }
 
-/// The three W3C header values of one carrier, as the carrier found them (the first value of
+/// The three W3C header values of one carrier as it holds them, raw bytes (the first value of
 /// each name), for [`extract_w3c_values`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct W3cValues<'a> {
-    /// The `traceparent` value, as bytes: the parser checks every byte, so a carrier need not
-    /// check first that it is text (one that is not is counted as `not_utf8`).
+    /// The `traceparent` value.
     pub traceparent: Option<&'a [u8]>,
     /// The `tracestate` value.
-    pub tracestate: Option<&'a str>,
+    pub tracestate: Option<&'a [u8]>,
     /// The `baggage` value.
-    pub baggage: Option<&'a str>,
+    pub baggage: Option<&'a [u8]>,
 }
 
-/// What [`extract_w3c`] does, from values a carrier has already found: for a carrier that
-/// reads all three in one pass over its fields. The same limits ([`MAX_TRACEPARENT_LEN`],
-/// [`MAX_VALUE_LEN`]), the same rejections counted under `carrier`, the same context.
+/// Whether `value` is text as an HTTP header value must be to be read as text: visible ASCII
+/// and tabs (what `http::HeaderValue::to_str` accepts).
+fn is_text(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+}
+
+/// `value` as text within `limit` bytes; otherwise `None`, the reason counted.
+fn text_within<'v>(value: &'v [u8], limit: usize, carrier: &'static str) -> Option<&'v str> {
+    let reason = if !is_text(value) {
+        RejectReason::NotUtf8
+    } else if value.len() > limit {
+        RejectReason::TooLong
+    } else {
+        return std::str::from_utf8(value).ok();
+    };
+    record_rejected(carrier, reason);
+    None
+}
+
+/// What [`extract_w3c`] does over a carrier of header-like values (text only when visible
+/// ASCII, as HTTP's), from values it has already found: for a carrier that reads all three in
+/// one pass over its fields. The same limits ([`MAX_TRACEPARENT_LEN`], [`MAX_VALUE_LEN`]), the
+/// same rejections counted under `carrier`, the same context. The `traceparent` is parsed from
+/// its bytes directly: the parser checks every byte, so it need not be checked for text first.
 ///
 /// ```
 /// use opentelemetry::trace::TraceContextExt;
@@ -188,54 +210,43 @@ pub struct W3cValues<'a> {
 /// assert!(cx.span().span_context().is_remote());
 /// ```
 pub fn extract_w3c_values(values: W3cValues<'_>, carrier: &'static str) -> Context {
-    fn within<'v, T: AsRef<[u8]> + ?Sized>(
-        value: Option<&'v T>,
-        limit: usize,
-        carrier: &'static str,
-    ) -> Option<&'v T> {
-        value.filter(|v| {
-            let ok = v.as_ref().len() <= limit;
-            if !ok {
-                record_rejected(carrier, RejectReason::TooLong);
-            }
-            ok
-        })
-    }
-    // In the order the propagator reads them: the trace state only with a valid parent.
-    let baggage = within(values.baggage, MAX_VALUE_LEN, carrier);
-    let traceparent = within(values.traceparent, MAX_TRACEPARENT_LEN, carrier);
-    let parent = traceparent.and_then(crate::w3c::parse_traceparent_bytes);
-    if let Some(value) = traceparent
-        && parent.is_none()
-    {
-        // What a carrier that reads header values as text would have refused first.
-        let text = value
-            .iter()
-            .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b));
-        let reason = if text {
-            RejectReason::Malformed
-        } else {
+    // What the propagator reads, in its order: the trace state only with a valid parent.
+    let baggage = values
+        .baggage
+        .and_then(|value| text_within(value, MAX_VALUE_LEN, carrier));
+    let parent = values.traceparent.and_then(|value| {
+        if value.len() <= MAX_TRACEPARENT_LEN
+            && let Some(ids) = crate::w3c::parse_traceparent_bytes(value)
+        {
+            return Some(ids);
+        }
+        // Refused, for the reason a carrier reading its values as text would give first.
+        let reason = if !is_text(value) {
             RejectReason::NotUtf8
+        } else if value.len() > MAX_TRACEPARENT_LEN {
+            RejectReason::TooLong
+        } else {
+            RejectReason::Malformed
         };
         record_rejected(carrier, reason);
-    }
-    let parent = parent.map(|ids| (ids, within(values.tracestate, MAX_VALUE_LEN, carrier)));
+        None
+    });
+    let parent = parent.map(|ids| {
+        let state = values
+            .tracestate
+            .and_then(|value| text_within(value, MAX_VALUE_LEN, carrier));
+        (ids, state)
+    });
     crate::w3c::context_from(&Context::new(), parent, baggage)
 }
 
 /// What [`extract`] does when the configured propagator is [`W3cPropagator`], without going
-/// through the global propagator: for a carrier that has checked [`global_is_w3c`] once and
-/// looks the three W3C fields up faster than by name. The same limits, the same rejections
-/// counted, the same context.
+/// through the global propagator: for a carrier that has checked [`global_is_w3c`] once. The
+/// same limits, the same rejections counted, the same context.
 pub fn extract_w3c(extractor: &dyn Extractor, carrier: &'static str) -> Context {
-    extract_w3c_values(
-        W3cValues {
-            traceparent: extractor.get(crate::w3c::TRACEPARENT).map(str::as_bytes),
-            tracestate: extractor.get(crate::w3c::TRACESTATE),
-            baggage: extractor.get(crate::w3c::BAGGAGE),
-        },
-        carrier,
-    )
+    guarded_extract(extractor, carrier, |guarded| {
+        W3cPropagator::new().extract_with_context(&Context::new(), guarded)
+    })
 }
 
 /// Runs `extract` on `extractor` behind the size guard, then counts a `traceparent` that was

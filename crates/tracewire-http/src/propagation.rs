@@ -63,34 +63,29 @@ static BAGGAGE_HEADER: HeaderName = HeaderName::from_static(BAGGAGE);
 /// past it, by three lookups (each hashes its name).
 const SCAN_LIMIT: usize = 24;
 
-/// The first value of each W3C header, as [`HeaderExtractor`] reads them (a `tracestate` or
-/// `baggage` value that is not visible ASCII is counted and read as absent).
+/// The first value of each W3C header, as `HeaderMap::get` finds them.
 fn w3c_values(headers: &HeaderMap) -> W3cValues<'_> {
-    if headers.len() > SCAN_LIMIT {
-        let get = |name: &HeaderName| headers.get(name);
-        return W3cValues {
-            traceparent: get(&TRACEPARENT_HEADER).map(HeaderValue::as_bytes),
-            tracestate: get(&TRACESTATE_HEADER).and_then(text),
-            baggage: get(&BAGGAGE_HEADER).and_then(text),
-        };
-    }
-    // The first value of each name, as `HeaderMap::get` finds it.
     let mut found: [Option<&HeaderValue>; 3] = [None; 3];
-    for (name, value) in headers {
-        let slot = match name.as_str().len() {
-            11 if *name == TRACEPARENT_HEADER => 0,
-            10 if *name == TRACESTATE_HEADER => 1,
-            7 if *name == BAGGAGE_HEADER => 2,
-            _ => continue,
-        };
-        found[slot].get_or_insert(value);
+    if headers.len() > SCAN_LIMIT {
+        found = [&TRACEPARENT_HEADER, &TRACESTATE_HEADER, &BAGGAGE_HEADER].map(|n| headers.get(n));
+    } else {
+        // The first value of each name, as `HeaderMap::get` finds it.
+        for (name, value) in headers {
+            let slot = match name.as_str().len() {
+                11 if *name == TRACEPARENT_HEADER => 0,
+                10 if *name == TRACESTATE_HEADER => 1,
+                7 if *name == BAGGAGE_HEADER => 2,
+                _ => continue,
+            };
+            found[slot].get_or_insert(value);
+        }
     }
-    let [traceparent, tracestate, baggage] = found;
+    // Raw bytes: the codec checks that what it reads is text, and counts what is not.
+    let [traceparent, tracestate, baggage] = found.map(|v| v.map(HeaderValue::as_bytes));
     W3cValues {
-        // The codec checks every byte of a `traceparent` itself.
-        traceparent: traceparent.map(HeaderValue::as_bytes),
-        tracestate: tracestate.and_then(text),
-        baggage: baggage.and_then(text),
+        traceparent,
+        tracestate,
+        baggage,
     }
 }
 
@@ -249,6 +244,8 @@ mod tests {
             "v".repeat(tracewire_core::propagation::MAX_VALUE_LEN)
         );
         let long_tp = format!("cc{}-{}", &TP[2..], "x".repeat(300));
+        // Not visible ASCII: not text to `HeaderValue::to_str`.
+        let long_non_text: String = "é".repeat(5000);
         let cases: Vec<Vec<(&str, &[u8])>> = vec![
             vec![],
             vec![("traceparent", TP.as_bytes())],
@@ -305,11 +302,36 @@ mod tests {
             // Repeated headers: the first value counts, as for `HeaderMap::get`.
             vec![("traceparent", TP.as_bytes()), ("traceparent", b"garbage")],
             vec![("traceparent", b"garbage"), ("traceparent", TP.as_bytes())],
+            // A trace state is read only with a valid parent, so only then counted.
+            vec![("traceparent", b"garbage"), ("tracestate", b"k=\xff")],
+            vec![
+                ("traceparent", long_non_text.as_bytes()),
+                ("baggage", long_non_text.as_bytes()),
+            ],
+            vec![
+                ("traceparent", long_tp.as_bytes()),
+                ("tracestate", long_state.as_bytes()),
+            ],
         ];
+        // Each case also with more headers than are scanned for: then looked up by name.
+        let many: Vec<(String, Vec<u8>)> = (0..=SCAN_LIMIT)
+            .map(|i| (format!("x-filler-{i}"), b"filler".to_vec()))
+            .collect();
+        let cases = cases.iter().flat_map(|case| {
+            let crowded: Vec<(&str, &[u8])> = case
+                .iter()
+                .copied()
+                .chain(many.iter().map(|(n, v)| (n.as_str(), v.as_slice())))
+                .collect();
+            [case.clone(), crowded]
+        });
         for case in cases {
             let mut headers = HeaderMap::new();
             for (name, value) in &case {
-                headers.append(*name, HeaderValue::from_bytes(value).unwrap());
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_bytes(value).unwrap(),
+                );
             }
             let before = tracewire_core::propagation::rejected_total();
             let generic = tracewire_core::propagation::extract(&HeaderExtractor(&headers), CARRIER);
