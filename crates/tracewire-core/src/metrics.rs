@@ -6,7 +6,7 @@
 //! recording does no attribute hashing.
 
 use std::fmt;
-use std::sync::RwLock;
+use std::sync::{Mutex, OnceLock};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
@@ -42,9 +42,12 @@ pub fn duration_histogram(
 /// it up in the SDK's map on every call. Operations of one route, function or destination see
 /// only a handful of attribute sets (one per status class, scheme and error type), so each is
 /// bound once with [`Histogram::bind`] and later calls only find their handle by a key
-/// comparison (a short linear scan under a read lock) and record without any attribute work.
+/// comparison and record without any attribute work.
 ///
-/// Past [`LIMIT`](Self::LIMIT) sets, further ones are recorded unbound, exactly as before: the
+/// The handles sit in slots written once, in order: finding one is a short linear scan of
+/// plain reads, with no lock and no shared counter to update, so worker threads recording
+/// the same route do not contend on it (only binding a new set takes a lock). Past
+/// [`LIMIT`](Self::LIMIT) sets, further ones are recorded unbound, exactly as before: the
 /// exported data is the same either way.
 ///
 /// ```
@@ -60,28 +63,38 @@ pub fn duration_histogram(
 /// ```
 pub struct BoundHistograms<K> {
     histogram: Histogram<f64>,
-    bound: RwLock<Vec<(K, BoundHistogram<f64>)>>,
+    /// Filled from the front; a slot once set never changes.
+    slots: [OnceLock<(K, BoundHistogram<f64>)>; BOUND_LIMIT],
+    /// Held while a set is bound, so two threads never bind into the same slot.
+    binding: Mutex<()>,
 }
+
+const BOUND_LIMIT: usize = 32;
 
 impl<K> fmt::Debug for BoundHistograms<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bound = self.bound.read().map(|b| b.len()).unwrap_or_default();
         f.debug_struct("BoundHistograms")
-            .field("bound", &bound)
+            .field("bound", &self.bound().count())
             .finish_non_exhaustive()
     }
 }
 
 impl<K> BoundHistograms<K> {
     /// How many attribute sets are bound at most; further ones are recorded unbound.
-    pub const LIMIT: usize = 32;
+    pub const LIMIT: usize = BOUND_LIMIT;
 
     /// Binds attribute sets of `histogram` as they are first recorded.
     pub fn new(histogram: Histogram<f64>) -> Self {
         Self {
             histogram,
-            bound: RwLock::new(Vec::new()),
+            slots: [const { OnceLock::new() }; BOUND_LIMIT],
+            binding: Mutex::new(()),
         }
+    }
+
+    /// The sets bound so far, in the order they were bound.
+    fn bound(&self) -> impl Iterator<Item = &(K, BoundHistogram<f64>)> {
+        self.slots.iter().map_while(OnceLock::get)
     }
 
     /// Records `value` under the attribute set whose key `matches`; `attributes` builds the key
@@ -92,13 +105,10 @@ impl<K> BoundHistograms<K> {
         matches: impl Fn(&K) -> bool,
         attributes: impl FnOnce() -> (K, Vec<KeyValue>),
     ) {
-        if let Ok(bound) = self.bound.read()
-            && let Some((_, handle)) = bound.iter().find(|(key, _)| matches(key))
-        {
-            handle.record(value);
-            return;
+        match self.bound().find(|(key, _)| matches(key)) {
+            Some((_, handle)) => handle.record(value),
+            None => self.bind_and_record(value, matches, attributes),
         }
-        self.bind_and_record(value, matches, attributes);
     }
 
     #[cold]
@@ -109,22 +119,20 @@ impl<K> BoundHistograms<K> {
         attributes: impl FnOnce() -> (K, Vec<KeyValue>),
     ) {
         let (key, attributes) = attributes();
-        let Ok(mut bound) = self.bound.write() else {
-            self.histogram.record(value, &attributes);
-            return;
-        };
-        if let Some((_, handle)) = bound.iter().find(|(key, _)| matches(key)) {
+        let _binding = self.binding.lock().unwrap_or_else(|p| p.into_inner());
+        // Another thread may have bound it meanwhile.
+        if let Some((_, handle)) = self.bound().find(|(key, _)| matches(key)) {
             handle.record(value);
             return;
         }
-        if bound.len() >= Self::LIMIT {
-            drop(bound);
+        let Some(free) = self.slots.iter().find(|slot| slot.get().is_none()) else {
             self.histogram.record(value, &attributes);
             return;
-        }
+        };
         let handle = self.histogram.bind(&attributes);
         handle.record(value);
-        bound.push((key, handle));
+        // Free and the lock held: this sets it.
+        let _ = free.set((key, handle));
     }
 }
 
@@ -157,6 +165,46 @@ mod tests {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    #[test]
+    fn threads_binding_at_once_bind_each_set_once_and_lose_nothing() {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let histogram = duration_histogram(&provider.meter("t"), "t.concurrent", "T");
+        let bound: BoundHistograms<u16> = BoundHistograms::new(histogram);
+        let sets = BoundHistograms::<u16>::LIMIT as u16 + 8;
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for round in 0..50 {
+                        for status in 0..sets {
+                            bound.record(
+                                f64::from(round),
+                                |key| *key == status,
+                                || (status, vec![KeyValue::new("status", i64::from(status))]),
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        provider.force_flush().unwrap();
+        let points = points(&exporter, "t.concurrent");
+        // One data point a set, bound or not, with every recording of all four threads.
+        assert_eq!(points.len(), usize::from(sets));
+        assert!(points.iter().all(|(_, count, _)| *count == 200));
+        assert_eq!(bound.bound().count(), BoundHistograms::<u16>::LIMIT);
+        let mut keys: Vec<u16> = bound.bound().map(|(key, _)| *key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(
+            keys.len(),
+            BoundHistograms::<u16>::LIMIT,
+            "no set bound twice"
+        );
     }
 
     #[test]
@@ -199,7 +247,7 @@ mod tests {
         assert_eq!(find("500"), Some((1, 4.0)));
         assert_eq!(find("1000"), Some((1, 1.0)));
         assert_eq!(find(&past_limit.to_string()), Some((2, 2.0)));
-        let bound_sets = bound.bound.read().unwrap().len();
+        let bound_sets = bound.bound().count();
         assert_eq!(bound_sets, BoundHistograms::<u16>::LIMIT);
     }
 }

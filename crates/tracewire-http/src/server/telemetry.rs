@@ -3,9 +3,10 @@
 //! this module, never on the layer.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use http::HeaderName;
@@ -99,13 +100,22 @@ impl Instruments {
 ///
 /// The request path pays one atomic add each way; the SDK reads the counts only when metrics
 /// are collected, through an observable up-down counter. The exported data is that of an
-/// up-down counter, without two attribute-hashing measurements per request.
+/// up-down counter, without two attribute-hashing measurements per request. Each count is
+/// split in [`STRIPES`] cache lines, a thread adding to its own, so worker threads do not pass
+/// one line back and forth; collection adds the stripes up (a request that ends on another
+/// thread than it started on leaves one stripe +1 and another -1: the sum is right).
 pub(crate) struct ActiveRequests {
     slots: [[Slot; 2]; METHOD_COUNT],
 }
 
+const STRIPES: usize = 4;
+
+/// One stripe of a count, alone on its cache line.
+#[repr(align(64))]
+struct Stripe(AtomicI64);
+
 struct Slot {
-    active: AtomicI64,
+    active: [Stripe; STRIPES],
     /// Set once a request was seen, so combinations never used stay out of the export.
     seen: AtomicBool,
 }
@@ -113,10 +123,31 @@ struct Slot {
 impl Slot {
     const fn new() -> Self {
         Self {
-            active: AtomicI64::new(0),
+            active: [const { Stripe(AtomicI64::new(0)) }; STRIPES],
             seen: AtomicBool::new(false),
         }
     }
+
+    fn total(&self) -> i64 {
+        self.active
+            .iter()
+            .map(|stripe| stripe.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// The stripe of the calling thread: threads take stripes in turn as they first count.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|stripe| {
+        if stripe.get() == usize::MAX {
+            stripe.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+        }
+        stripe.get()
+    })
 }
 
 static ACTIVE: ActiveRequests = ActiveRequests {
@@ -137,7 +168,7 @@ impl ActiveRequests {
                         for (https, slot) in by_scheme.iter().enumerate() {
                             if slot.seen.load(Ordering::Relaxed) {
                                 observer.observe(
-                                    slot.active.load(Ordering::Relaxed),
+                                    slot.total(),
                                     &[
                                         KeyValue::new(
                                             attr::HTTP_REQUEST_METHOD,
@@ -160,12 +191,12 @@ impl ActiveRequests {
         if !slot.seen.load(Ordering::Relaxed) {
             slot.seen.store(true, Ordering::Relaxed);
         }
-        slot.active.fetch_add(1, Ordering::Relaxed);
+        slot.active[stripe()].0.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn end(&self, method: usize, https: bool) {
-        self.slots[method][usize::from(https)]
-            .active
+        self.slots[method][usize::from(https)].active[stripe()]
+            .0
             .fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -197,11 +228,43 @@ impl DurationKey {
 ///
 /// Routes are templates (`/users/{id}`), a small fixed set, so each distinct route and
 /// `"{method} {route}"` pair is leaked once into a `&'static str` (and its bound histograms with
-/// it), then shared by every request without allocation or reference counting. The cache is bounded: past [`RouteNames::LIMIT`] routes, names are built
-/// per request instead and durations recorded unbound.
+/// it), then shared by every request without allocation or reference counting. The cache is
+/// bounded: past [`RouteNames::LIMIT`] routes, names are built per request instead and
+/// durations recorded unbound.
+///
+/// Each thread also remembers the routes it resolved last ([`RECENT`]), so a request of a route
+/// its thread has seen takes no lock: worker threads serving the same routes then share no
+/// cache line that any of them writes.
 pub(crate) struct RouteNames {
+    /// Tells this cache's entries apart in the threads' recent ones.
+    id: u64,
     duration: Histogram<f64>,
     map: RwLock<HashMap<Box<str>, RouteEntry, BuildHasherDefault<Fnv>>>,
+}
+
+/// One resolved (route, method) of one [`RouteNames`].
+#[derive(Clone, Copy)]
+struct Recent {
+    names: u64,
+    method: usize,
+    route: &'static str,
+    span_name: &'static str,
+    durations: &'static Durations,
+}
+
+const RECENT_SLOTS: usize = 8;
+
+thread_local! {
+    /// The (route, method) pairs this thread resolved last, by a hash of the route.
+    static RECENT: [Cell<Option<Recent>>; RECENT_SLOTS] =
+        const { [const { Cell::new(None) }; RECENT_SLOTS] };
+}
+
+/// The FNV-1a hash of `text`.
+fn fnv(text: &str) -> u64 {
+    let mut hasher = Fnv::default();
+    hasher.write(text.as_bytes());
+    hasher.finish()
 }
 
 /// FNV-1a, for the route cache. Its keys are the router's own route templates, never text a
@@ -243,24 +306,48 @@ impl RouteNames {
     const LIMIT: usize = 4096;
 
     fn new(duration: Histogram<f64>) -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             duration,
             map: RwLock::default(),
         }
     }
 
     pub(crate) fn get(&self, method_idx: usize, method: &'static str, route: &str) -> Named {
-        if let Ok(map) = self.map.read()
-            && let Some(entry) = map.get(route)
-            && let Some((name, durations)) = &entry.names[method_idx]
+        let slot = (fnv(route) % RECENT_SLOTS as u64) as usize;
+        let recent = RECENT.with(|recent| recent[slot].get());
+        if let Some(hit) = recent
+            && hit.names == self.id
+            && hit.method == method_idx
+            && hit.route == route
         {
             return Named {
-                route: Cow::Borrowed(entry.route),
-                span_name: Cow::Borrowed(name),
-                durations: Some(durations),
+                route: Cow::Borrowed(hit.route),
+                span_name: Cow::Borrowed(hit.span_name),
+                durations: Some(hit.durations),
             };
         }
-        self.insert(method_idx, method, route)
+        let found = self.map.read().ok().and_then(|map| {
+            let entry = map.get(route)?;
+            let (span_name, durations) = entry.names[method_idx]?;
+            Some(Recent {
+                names: self.id,
+                method: method_idx,
+                route: entry.route,
+                span_name,
+                durations,
+            })
+        });
+        let Some(found) = found else {
+            return self.insert(method_idx, method, route);
+        };
+        RECENT.with(|recent| recent[slot].set(Some(found)));
+        Named {
+            route: Cow::Borrowed(found.route),
+            span_name: Cow::Borrowed(found.span_name),
+            durations: Some(found.durations),
+        }
     }
 
     #[cold]
