@@ -167,12 +167,18 @@ mod tests {
         out
     }
 
-    #[test]
-    fn threads_binding_at_once_bind_each_set_once_and_lose_nothing() {
+    /// A meter provider exporting into memory, flushed by `force_flush`.
+    fn in_memory() -> (InMemoryMetricExporter, SdkMeterProvider) {
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(exporter.clone()).build())
             .build();
+        (exporter, provider)
+    }
+
+    #[test]
+    fn threads_binding_at_once_bind_each_set_once_and_lose_nothing() {
+        let (exporter, provider) = in_memory();
         let histogram = duration_histogram(&provider.meter("t"), "t.concurrent", "T");
         let bound: BoundHistograms<u16> = BoundHistograms::new(histogram);
         let sets = BoundHistograms::<u16>::LIMIT as u16 + 8;
@@ -209,10 +215,7 @@ mod tests {
 
     #[test]
     fn bound_and_unbound_sets_export_alike() {
-        let exporter = InMemoryMetricExporter::default();
-        let provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(exporter.clone()).build())
-            .build();
+        let (exporter, provider) = in_memory();
         let histogram = duration_histogram(&provider.meter("t"), "t.duration", "T");
         let bound: BoundHistograms<u16> = BoundHistograms::new(histogram.clone());
         let record = |status: u16, value: f64| {

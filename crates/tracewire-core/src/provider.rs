@@ -86,29 +86,25 @@ pub fn parent_based_sampler() -> bool {
     PARENT_BASED.load(Ordering::Relaxed)
 }
 
-/// Whether the sampler is known to drop a child of `parent` without looking at the child:
-/// parent-based (see [`set_parent_based_sampler`]) and `parent`'s span context valid and not
-/// sampled.
-pub fn child_is_dropped(parent: &Context) -> bool {
+/// What the sampler decides for any child of `parent` without looking at the child, when the
+/// parent alone decides: `Some(sampled)` when the sampler is parent-based (see
+/// [`set_parent_based_sampler`]) and `parent`'s span context is valid, `None` otherwise.
+/// `Some(false)`: the child is dropped; `Some(true)`: it records, so the attributes a
+/// recording span gets can go in with its builder, in one allocation of the right size.
+pub fn parent_decision(parent: &Context) -> Option<bool> {
     use opentelemetry::trace::TraceContextExt as _;
-    parent_based_sampler() && {
-        let span = parent.span();
-        let sc = span.span_context();
-        sc.is_valid() && !sc.is_sampled()
+    if !parent_based_sampler() {
+        return None;
     }
+    let span = parent.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.is_sampled())
 }
 
-/// Whether the sampler is known to record a child of `parent` without looking at the child:
-/// parent-based (see [`set_parent_based_sampler`]) and `parent`'s span context valid and
-/// sampled. Attributes a recording span would get can then go in with the span builder, in
-/// one allocation of the right size.
-pub fn child_is_recorded(parent: &Context) -> bool {
-    use opentelemetry::trace::TraceContextExt as _;
-    parent_based_sampler() && {
-        let span = parent.span();
-        let sc = span.span_context();
-        sc.is_valid() && sc.is_sampled()
-    }
+/// Whether the sampler is known to drop a child of `parent` without looking at the child
+/// ([`parent_decision`] is `Some(false)`).
+pub fn child_is_dropped(parent: &Context) -> bool {
+    parent_decision(parent) == Some(false)
 }
 
 /// The tracer of tracewire's scope, from the global tracer provider at the time of the call:

@@ -283,11 +283,7 @@ impl CallSite {
         // With a parent-based sampler, the parent alone decides: inside an unsampled trace no
         // span is started, inside a sampled one the span records.
         let parent_sampled = if crate::provider::parent_based_sampler() {
-            Context::map_current(|cx| {
-                let span = cx.span();
-                let sc = span.span_context();
-                sc.is_valid().then(|| sc.is_sampled())
-            })
+            Context::map_current(crate::provider::parent_decision)
         } else {
             None
         };

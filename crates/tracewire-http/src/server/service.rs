@@ -110,7 +110,7 @@ where
             None => {
                 // Known to record (a parent-based sampler under a sampled parent): every
                 // attribute goes in with the builder, in one vector of the right size.
-                let recorded = tracewire_core::provider::child_is_recorded(&parent);
+                let recorded = tracewire_core::provider::parent_decision(&parent) == Some(true);
                 let mut attributes = Vec::with_capacity(if recorded { 16 } else { 4 });
                 attributes.push(KeyValue::new(attr::HTTP_REQUEST_METHOD, method));
                 attributes.push(KeyValue::new(attr::URL_SCHEME, scheme));
