@@ -4,6 +4,12 @@
 //! Two propagators in the same run: OpenTelemetry's SDK propagators (trace context +
 //! baggage, the previous default) and tracewire's W3C codec (the default now). Baseline: the
 //! SDK propagators over a `HashMap<String, String>`.
+//!
+//! Two floors, what any propagator working with these types pays at least:
+//! `inject/header_inserts_floor` copies the three finished header values into a fresh
+//! `HeaderMap` (no formatting); `extract/sdk_types_floor` builds the extracted context from
+//! parts already parsed (the ids as numbers, the tracestate and baggage text as owned
+//! strings): the SDK's `TraceState`, `SpanContext`, `Baggage` and `Context`, no parsing.
 
 use std::collections::HashMap;
 
@@ -56,6 +62,45 @@ fn bench(c: &mut Criterion) {
     group.bench_function("extract/hashmap_baseline", |b| {
         b.iter(|| global::get_text_map_propagator(|p| p.extract(std::hint::black_box(&map))))
     });
+
+    {
+        let mut finished = HeaderMap::new();
+        inject_headers(&cx, &mut finished);
+        let values: Vec<(http::HeaderName, String)> = finished
+            .iter()
+            .map(|(name, value)| (name.clone(), value.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(values.len(), 3);
+        group.bench_function("inject/header_inserts_floor", |b| {
+            b.iter(|| {
+                let mut out = HeaderMap::new();
+                for (name, value) in std::hint::black_box(&values) {
+                    out.insert(name.clone(), http::HeaderValue::from_str(value).unwrap());
+                }
+                out
+            })
+        });
+        group.bench_function("extract/sdk_types_floor", |b| {
+            b.iter(|| {
+                let owned = |s: &str| String::from(std::hint::black_box(s));
+                let state = TraceState::from_key_value([(owned("vendor"), owned("opaque"))])
+                    .expect("trace state");
+                let span = SpanContext::new(
+                    TraceId::from(std::hint::black_box(
+                        0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+                    )),
+                    SpanId::from(std::hint::black_box(0x00f0_67aa_0ba9_02b7)),
+                    TraceFlags::SAMPLED,
+                    true,
+                    state,
+                );
+                Context::new().with_remote_span_context(span).with_baggage([
+                    KeyValue::new(owned("tenant"), owned("acme")),
+                    KeyValue::new(owned("region"), owned("eu")),
+                ])
+            })
+        });
+    }
 
     for (name, w3c) in [("sdk_propagators", false), ("tracewire_codec", true)] {
         if w3c {

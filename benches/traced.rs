@@ -9,6 +9,11 @@
 //! the variants named "in … trace", which run under a remote parent.
 //! fastrace only records `#[trace]` under a parent, so its variant opens a root span per call
 //! as well (two spans per call: compare with care).
+//!
+//! Two floors: the SDK alone starting and ending one span around the same call
+//! (`sdk_span_sampled_floor` at the root, `sdk_span_in_sampled_trace_floor` under the sampled
+//! remote parent), on the same providers: no attributes, no context attached, no metrics. What
+//! any instrumentation built on the SDK's spans pays at least.
 
 use std::time::Duration;
 
@@ -175,6 +180,28 @@ fn bench(c: &mut Criterion) {
                 .iter(|| traced_in_sampled_trace(std::hint::black_box(1)))
         });
         tracewire_core::traced::set_skip_unsampled_children(false);
+    }
+    {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+        let root_tracer = sampled.tracer("floor");
+        group.bench_function("sdk_span_sampled_floor", |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut span = root_tracer.start("sdk_span_sampled_floor");
+                let out = bare(std::hint::black_box(1)).await;
+                span.end();
+                out
+            })
+        });
+        let child_tracer = parent_based.tracer("floor");
+        let parent = sampled_parent();
+        group.bench_function("sdk_span_in_sampled_trace_floor", |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut span = child_tracer.start_with_context("sdk_span_floor", &parent);
+                let out = bare(std::hint::black_box(1)).await;
+                span.end();
+                out
+            })
+        });
     }
     {
         let layer = tracing_opentelemetry::layer().with_tracer(sampled.tracer("bench"));

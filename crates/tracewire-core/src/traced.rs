@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 use opentelemetry::metrics::{
     BoundHistogram, Histogram, ObservableCounter, ObservableUpDownCounter,
 };
-use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanKind, Tracer};
 use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 
 use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE};
@@ -309,14 +309,17 @@ impl CallSite {
         // Without metrics, the SDK reads the clock itself, and only for a recording span.
         let start = state.metrics.is_some().then(SystemTime::now);
         builder.start_time = start;
-        let mut span =
-            Context::map_current(|parent| state.tracer.build_with_context(builder, parent));
-        // Set up the span before it moves into the context (where every access takes a lock).
-        let recording = span.is_recording();
-        if recording && parent_sampled.is_none() {
-            span.set_attributes(self.code_attributes());
-        }
-        let cx = Context::current_with_span(span);
+        // Set up the span before it moves into the context (where every access takes a lock);
+        // a span known to record got its attributes with the builder.
+        let (cx, recording) = Context::map_current(|parent| {
+            state.tracer.start_in_context(builder, parent, || {
+                parent_sampled
+                    .is_none()
+                    .then(|| self.code_attributes())
+                    .into_iter()
+                    .flatten()
+            })
+        });
         let measure = CallMetrics {
             metrics: state.metrics,
         };

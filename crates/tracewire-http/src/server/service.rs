@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, Request, Response};
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{SpanKind, Tracer as _};
 use tower::Service;
 use tracewire_core::RequestId;
 use tracewire_core::attributes as attr;
@@ -123,19 +123,21 @@ where
                 if recorded {
                     request_attributes(&req, config, method_idx, &request_id, &mut attributes);
                 }
-                let mut span = shared
+                let builder = shared
                     .tracer
                     .span_builder(span_name)
                     .with_kind(SpanKind::Server)
                     .with_start_time(start)
-                    .with_attributes(attributes)
-                    .start_with_context(&shared.tracer, &parent);
-                if !recorded && span.is_recording() {
-                    let mut attributes = Vec::with_capacity(12);
-                    request_attributes(&req, config, method_idx, &request_id, &mut attributes);
-                    span.set_attributes(attributes);
-                }
-                parent.with_span(span)
+                    .with_attributes(attributes);
+                let (cx, _) = shared.tracer.start_in_context(builder, &parent, || {
+                    let mut attributes = Vec::new();
+                    if !recorded {
+                        attributes.reserve_exact(12);
+                        request_attributes(&req, config, method_idx, &request_id, &mut attributes);
+                    }
+                    attributes
+                });
+                cx
             }
         };
         let cx = cx.with_value(request_id.clone());

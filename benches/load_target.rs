@@ -1,17 +1,22 @@
-//! Target of the `scripts/load-test` wrk run: one small axum app, served bare or instrumented,
-//! and a discarding OTLP/HTTP collector for the instrumented one to export to.
+//! Target of the `scripts/load-test` wrk run: one small axum app, served bare, instrumented
+//! with tracewire, or instrumented with the naive hand-written layer, and a discarding
+//! OTLP/HTTP collector for the instrumented ones to export to.
 //!
 //! ```sh
-//! cargo run --release --example load-target -- collector 127.0.0.1:4318
+//! cargo run --release -p tracewire-benches --example load-target -- collector 127.0.0.1:4318
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 \
-//!     cargo run --release --example load-target -- instrumented 127.0.0.1:3000
-//! cargo run --release --example load-target -- bare 127.0.0.1:3001
+//!     cargo run --release -p tracewire-benches --example load-target -- instrumented 127.0.0.1:3000
+//! cargo run --release -p tracewire-benches --example load-target -- bare 127.0.0.1:3001
 //! ```
 //!
 //! `bare` serves `GET /users/{id}` with plain axum; `instrumented` serves the same router with
-//! `tracewire::init()` (spans and metrics over OTLP, JSON logs on stdout) and
-//! `ServerLayer`; `collector` answers every OTLP/HTTP export with an empty success and drops
-//! the data. Each prints `listening on ADDR` once bound and runs until SIGINT or SIGTERM.
+//! `tracewire::init()` (spans and metrics over OTLP, JSON logs on stdout) and `ServerLayer`;
+//! `naive` serves it with the naive hand-written layer of the server bench
+//! ([`tracewire_benches::naive`]) on an SDK tracer provider set up as such a user would: the
+//! OTLP/HTTP span exporter in a batch processor, the sampler from `OTEL_TRACES_SAMPLER`, no
+//! metrics and no logs; `collector` answers every OTLP/HTTP export with an empty success and
+//! drops the data. Each prints `listening on ADDR` once bound and runs until SIGINT or
+//! SIGTERM.
 
 use std::net::SocketAddr;
 
@@ -66,6 +71,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             serve(app().layer(tracewire::http::ServerLayer::new()), addr).await?;
             telemetry.shutdown()?;
         }
+        "naive" => {
+            use opentelemetry::trace::TracerProvider as _;
+            use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+            // Endpoint and sampler from the OTEL_* variables, as the SDK reads them.
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .build()?;
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .build();
+            let layer = tracewire_benches::naive::Layer {
+                tracer: provider.tracer("naive"),
+            };
+            serve(app().layer(layer), addr).await?;
+            provider.shutdown()?;
+        }
         "collector" => {
             let router = Router::new()
                 .route("/v1/traces", post(accept))
@@ -74,7 +96,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             serve(router, addr).await?;
         }
         other => {
-            return Err(format!("unknown mode {other:?}: bare, instrumented or collector").into());
+            return Err(
+                format!("unknown mode {other:?}: bare, instrumented, naive or collector").into(),
+            );
         }
     }
     Ok(())
