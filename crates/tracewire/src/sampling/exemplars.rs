@@ -6,6 +6,7 @@
 //! OTLP/HTTP) attach them to the data points whose attributes the span carries. An exemplar
 //! can only come from a kept span, so it never points at a dropped trace.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
@@ -50,6 +51,9 @@ pub(crate) struct Exemplar {
     /// The span's attributes (plus `function`/`module` for `#[traced]` spans): a data point
     /// matches when each of its attributes is among these.
     attributes: Vec<KeyValue>,
+    /// How many of `attributes`, from the front, are the span's own (the rest are derived
+    /// from them).
+    from_span: usize,
     /// Index of the histogram bucket the value falls in.
     pub(crate) bucket: usize,
 }
@@ -72,6 +76,15 @@ impl Exemplar {
                 same_key && value_eq(&kv.value, &value)
             })
         })
+    }
+
+    /// Whether this exemplar was made from a span with the same matchable attributes as
+    /// `span`'s (then the derived ones are the same too).
+    fn has_attributes_of(&self, span: &SpanData) -> bool {
+        self.attributes[..self.from_span].iter().eq(span
+            .attributes
+            .iter()
+            .filter(|kv| matchable(kv.key.as_str())))
     }
 
     /// The trace id as 32 hex digits.
@@ -112,7 +125,55 @@ fn value_eq(value: &Value, text: &str) -> bool {
     }
 }
 
-type Slot = (String, String, usize);
+/// Where an exemplar is kept: the span's name, its outcome and the bucket.
+type Slot = (Cow<'static, str>, Outcome, usize);
+
+/// The status code and `error.type` of a span, as they tell its exemplar slot apart. Built
+/// without allocating for the usual case (a numeric status, no error).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Outcome {
+    Code(Option<i64>, Option<Box<str>>),
+    /// A status code recorded as something other than an integer, as text.
+    Text(String, Option<Box<str>>),
+}
+
+impl Outcome {
+    fn of(span: &SpanData) -> Self {
+        let error = attribute(span, "error.type").map(|v| Box::from(v.as_str().as_ref()));
+        match attribute(span, "http.response.status_code") {
+            None => Outcome::Code(None, error),
+            Some(Value::I64(code)) => Outcome::Code(Some(*code), error),
+            Some(other) => Outcome::Text(other.to_string(), error),
+        }
+    }
+}
+
+/// Attributes that change with every request or message and that no data point of the
+/// histograms above carries (the semantic conventions keep them off metrics). An exemplar is
+/// matched to data points by its attributes, so these are left out of it: keeping one then
+/// copies only what a match can use.
+const PER_CALL: [&str; 13] = [
+    "url.path",
+    "url.query",
+    "url.full",
+    "user_agent.original",
+    "client.address",
+    "client.port",
+    "http.request.id",
+    "network.peer.address",
+    "network.peer.port",
+    "messaging.message.id",
+    "messaging.message.conversation_id",
+    "messaging.message.body.size",
+    "messaging.kafka.offset",
+];
+
+/// Whether an attribute of a kept span goes into its exemplar ([`PER_CALL`]).
+fn matchable(key: &str) -> bool {
+    !PER_CALL.contains(&key)
+        && !key.starts_with("http.request.header.")
+        && !key.starts_with("http.response.header.")
+}
 
 #[derive(Default)]
 struct Histogram {
@@ -151,6 +212,10 @@ fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
 }
 
 /// Records the exemplar of a kept span, when its operation has a duration histogram.
+///
+/// A slot that already holds an exemplar with the same attributes (the usual case: the same
+/// route, status and bucket as the last kept span) is updated in place, without allocating:
+/// every kept request writes one, on every worker thread.
 pub(crate) fn offer(span: &SpanData) {
     let Some(index) = histogram_of(span) else {
         return;
@@ -163,7 +228,67 @@ pub(crate) fn offer(span: &SpanData) {
         .iter()
         .position(|b| value <= *b)
         .unwrap_or(DURATION_BOUNDARIES_SECONDS.len());
-    let mut attributes = span.attributes.clone();
+    let slot = (span.name.clone(), Outcome::of(span), bucket);
+    let trace_id = span.span_context.trace_id().to_bytes();
+    let span_id = span.span_context.span_id().to_bytes();
+    let histogram = &store().histograms[index];
+    {
+        let mut histogram = histogram.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = histogram.slots.get_mut(&slot)
+            && existing.has_attributes_of(span)
+        {
+            existing.trace_id = trace_id;
+            existing.span_id = span_id;
+            existing.value = value;
+            existing.time = span.end_time;
+            return;
+        }
+    }
+    let (attributes, from_span) = matchable_attributes(span, index);
+    let exemplar = Exemplar {
+        trace_id,
+        span_id,
+        value,
+        time: span.end_time,
+        attributes,
+        from_span,
+        bucket,
+    };
+    let mut histogram = histogram.lock().unwrap_or_else(|p| p.into_inner());
+    let mut forgotten = None;
+    if histogram.slots.len() >= MAX_SLOTS && !histogram.slots.contains_key(&slot) {
+        // Make room: forget the oldest exemplar.
+        if let Some(oldest) = histogram
+            .slots
+            .iter()
+            .min_by_key(|(_, e)| e.time)
+            .map(|(k, _)| k.clone())
+        {
+            forgotten = histogram.slots.remove(&oldest);
+        }
+    }
+    let replaced = histogram.slots.insert(slot, exemplar);
+    // Freed after the lock: other threads keeping exemplars do not wait for it.
+    drop(histogram);
+    drop((replaced, forgotten));
+}
+
+/// The attributes of `span` its exemplar is matched by ([`matchable`]), then, for a
+/// `#[traced]` span (histogram `index` 4), the `function` and `module` its metrics are
+/// labelled with; and how many of them come from the span as they are.
+fn matchable_attributes(span: &SpanData, index: usize) -> (Vec<KeyValue>, usize) {
+    let from_span = span
+        .attributes
+        .iter()
+        .filter(|kv| matchable(kv.key.as_str()))
+        .count();
+    let mut attributes = Vec::with_capacity(from_span + if index == 4 { 2 } else { 0 });
+    attributes.extend(
+        span.attributes
+            .iter()
+            .filter(|kv| matchable(kv.key.as_str()))
+            .cloned(),
+    );
     if index == 4 {
         // `#[traced]` metrics are labelled `function` and `module`.
         if let (Some(qualified), Some(module)) = (
@@ -182,37 +307,7 @@ pub(crate) fn offer(span: &SpanData) {
             ));
         }
     }
-    let outcome = attribute(span, "http.response.status_code")
-        .map(|v| v.to_string())
-        .unwrap_or_default()
-        + attribute(span, "error.type")
-            .map(|v| v.as_str())
-            .unwrap_or_default()
-            .as_ref();
-    let exemplar = Exemplar {
-        trace_id: span.span_context.trace_id().to_bytes(),
-        span_id: span.span_context.span_id().to_bytes(),
-        value,
-        time: span.end_time,
-        attributes,
-        bucket,
-    };
-    let slot = (span.name.to_string(), outcome, bucket);
-    let mut histogram = store().histograms[index]
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if histogram.slots.len() >= MAX_SLOTS && !histogram.slots.contains_key(&slot) {
-        // Make room: forget the oldest exemplar.
-        if let Some(oldest) = histogram
-            .slots
-            .iter()
-            .min_by_key(|(_, e)| e.time)
-            .map(|(k, _)| k.clone())
-        {
-            histogram.slots.remove(&oldest);
-        }
-    }
-    histogram.slots.insert(slot, exemplar);
+    (attributes, from_span)
 }
 
 /// The newest exemplar per bucket (index into the bucket list, `+Inf` last) among those of
@@ -258,4 +353,90 @@ pub(crate) fn any() -> bool {
         .histograms
         .iter()
         .any(|h| !h.lock().unwrap_or_else(|p| p.into_inner()).slots.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::InstrumentationScope;
+    use opentelemetry::trace::{SpanContext, SpanId, Status, TraceFlags, TraceId, TraceState};
+    use std::time::Duration;
+
+    /// A kept server span named `GET /exemplar-test` with `http.request.method` = `method`,
+    /// lasting a little over 20 ms, with two per-request attributes.
+    fn server_span(trace: u128, method: &'static str, path: &str) -> SpanData {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(trace as u64),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: Cow::Borrowed("GET /exemplar-test"),
+            start_time: start,
+            end_time: start + Duration::from_millis(20) + Duration::from_nanos(trace as u64),
+            attributes: vec![
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("http.route", "/exemplar-test"),
+                KeyValue::new("http.response.status_code", 200),
+                KeyValue::new("url.path", path.to_owned()),
+                KeyValue::new("client.address", "10.0.0.1".to_owned()),
+            ],
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("test").build(),
+        }
+    }
+
+    /// The trace ids of the exemplars found for a data point with these attributes.
+    fn found(point: &[(&'static str, &str)]) -> Vec<String> {
+        for_point(
+            "http.server.request.duration",
+            point.iter().map(|(k, v)| (*k, (*v).to_owned())),
+            false,
+        )
+        .into_iter()
+        .flatten()
+        .map(|e| e.trace_id_hex())
+        .collect()
+    }
+
+    #[test]
+    fn a_slot_follows_the_last_kept_span_and_matches_by_metric_attributes_only() {
+        let point = [
+            ("http.request.method", "GET"),
+            ("http.route", "/exemplar-test"),
+            ("http.response.status_code", "200"),
+        ];
+        offer(&server_span(0xa1, "GET", "/exemplar-test/1"));
+        assert_eq!(found(&point), [format!("{:032x}", 0xa1)]);
+
+        // The same slot and attributes, another request: updated in place.
+        offer(&server_span(0xa2, "GET", "/exemplar-test/2"));
+        assert_eq!(found(&point), [format!("{:032x}", 0xa2)]);
+
+        // Per-request attributes are not kept: no data point carries them.
+        let with_path = [
+            ("http.route", "/exemplar-test"),
+            ("url.path", "/exemplar-test/2"),
+        ];
+        assert!(found(&with_path).is_empty());
+
+        // The same slot (name, status, bucket) with other attributes: the exemplar is
+        // replaced, attributes and all.
+        offer(&server_span(0xa3, "PUT", "/exemplar-test/3"));
+        assert!(found(&point).is_empty());
+        let put = [
+            ("http.request.method", "PUT"),
+            ("http.route", "/exemplar-test"),
+        ];
+        assert_eq!(found(&put), [format!("{:032x}", 0xa3)]);
+    }
 }
