@@ -227,26 +227,33 @@ impl Tracer {
     where
         I: IntoIterator<Item = KeyValue>,
     {
-        use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
         match &self.0 {
-            TracerInner::Sdk(tracer) => {
-                let mut span = tracer.build_with_context(builder, parent);
-                let recording = span.is_recording();
-                if recording {
-                    span.set_attributes(attributes());
-                }
-                (parent.with_span(span), recording)
-            }
-            TracerInner::Global(tracer) => {
-                let mut span = tracer.build_with_context(builder, parent);
-                let recording = span.is_recording();
-                if recording {
-                    span.set_attributes(attributes());
-                }
-                (parent.with_span(span), recording)
-            }
+            TracerInner::Sdk(tracer) => start_in(tracer, builder, parent, attributes),
+            TracerInner::Global(tracer) => start_in(&**tracer, builder, parent, attributes),
         }
     }
+}
+
+/// [`Tracer::start_in_context`] with one concrete tracer: its span type is built, set up and
+/// boxed into the context without passing through [`Span`].
+fn start_in<T, I>(
+    tracer: &T,
+    builder: SpanBuilder,
+    parent: &Context,
+    attributes: impl FnOnce() -> I,
+) -> (Context, bool)
+where
+    T: trace::Tracer,
+    T::Span: Send + Sync + 'static,
+    I: IntoIterator<Item = KeyValue>,
+{
+    use opentelemetry::trace::{Span as _, TraceContextExt as _};
+    let mut span = tracer.build_with_context(builder, parent);
+    let recording = span.is_recording();
+    if recording {
+        span.set_attributes(attributes());
+    }
+    (parent.with_span(span), recording)
 }
 
 impl trace::Tracer for Tracer {
