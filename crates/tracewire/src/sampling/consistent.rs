@@ -70,18 +70,20 @@ fn sub_value<'a>(ot: &'a str, key: &str) -> Option<&'a str> {
 /// `None`); other `ot` sub-keys (such as `rv`) and other vendors' entries are kept. A state
 /// that cannot be rewritten is returned unchanged.
 pub(crate) fn with_threshold(trace_state: &TraceState, th: Option<&str>) -> TraceState {
-    let existing = trace_state.get("ot");
-    if existing.is_none() && th.is_none() {
-        return trace_state.clone();
-    }
+    let Some(existing) = trace_state.get("ot") else {
+        // The usual case, a root or a parent without an `ot` entry: one entry to add.
+        return match th {
+            None => trace_state.clone(),
+            Some(th) => trace_state
+                .insert("ot", format!("th:{th}"))
+                .unwrap_or_else(|_| trace_state.clone()),
+        };
+    };
     let mut parts: Vec<String> = existing
-        .map(|ot| {
-            ot.split(';')
-                .filter(|e| !e.is_empty() && !e.starts_with("th:"))
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+        .split(';')
+        .filter(|e| !e.is_empty() && !e.starts_with("th:"))
+        .map(str::to_owned)
+        .collect();
     if let Some(th) = th {
         parts.insert(0, format!("th:{th}"));
     }
@@ -138,5 +140,15 @@ mod tests {
         assert_eq!(cleared.get("ot"), Some("rv:00000000000001"));
         let only = TraceState::from_key_value([("ot", "th:8")]).unwrap();
         assert_eq!(with_threshold(&only, None).get("ot"), None);
+
+        // Without an `ot` entry: one is added in front, the others are kept in their order.
+        let vendors = TraceState::from_key_value([("a", "1"), ("b", "2")]).unwrap();
+        let out = with_threshold(&vendors, Some("8"));
+        assert_eq!(out.header(), "ot=th:8,a=1,b=2");
+        assert_eq!(with_threshold(&vendors, None).header(), "a=1,b=2");
+        assert_eq!(
+            with_threshold(&TraceState::NONE, Some("0")).header(),
+            "ot=th:0"
+        );
     }
 }
