@@ -36,6 +36,41 @@ pub fn duration_histogram(
         .build()
 }
 
+/// FNV-1a, the hasher of tracewire's small caches keyed by text its own code produces (route
+/// templates, span names, status codes, error types), never text a client chose: the flooding
+/// that std's keyed SipHash guards against cannot happen there, the maps are bounded anyway,
+/// and a short key hashes in a fraction of SipHash's cost.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::hash::BuildHasherDefault;
+/// use tracewire_core::metrics::Fnv;
+///
+/// let mut routes: HashMap<&str, u32, BuildHasherDefault<Fnv>> = HashMap::default();
+/// routes.insert("/users/{id}", 1);
+/// assert_eq!(routes["/users/{id}"], 1);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A duration histogram bound to a few attribute sets, each bound on first use.
 ///
 /// Recording through an unbound OpenTelemetry instrument hashes the attribute slice and looks

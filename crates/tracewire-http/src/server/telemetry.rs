@@ -6,8 +6,10 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use tracewire_core::metrics::Fnv;
 
 use http::HeaderName;
 use opentelemetry::KeyValue;
@@ -265,29 +267,6 @@ fn fnv(text: &str) -> u64 {
     let mut hasher = Fnv::default();
     hasher.write(text.as_bytes());
     hasher.finish()
-}
-
-/// FNV-1a, for the route cache. Its keys are the router's own route templates, never text a
-/// client chose, so the flooding that std's keyed SipHash guards against cannot happen here,
-/// and a short template hashes in a fraction of SipHash's cost.
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 struct RouteEntry {

@@ -8,13 +8,14 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Key, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
-use tracewire_core::metrics::DURATION_BOUNDARIES_SECONDS;
+use tracewire_core::metrics::{DURATION_BOUNDARIES_SECONDS, Fnv};
 
 /// The duration histograms that carry exemplars, with their Prometheus family names.
 pub(crate) const HISTOGRAMS: [(&str, &str); 5] = [
@@ -148,36 +149,35 @@ impl Outcome {
     }
 }
 
-/// Attributes that change with every request or message and that no data point of the
-/// histograms above carries (the semantic conventions keep them off metrics). An exemplar is
-/// matched to data points by its attributes, so these are left out of it: keeping one then
-/// copies only what a match can use.
-const PER_CALL: [&str; 13] = [
-    "url.path",
-    "url.query",
-    "url.full",
-    "user_agent.original",
-    "client.address",
-    "client.port",
-    "http.request.id",
-    "network.peer.address",
-    "network.peer.port",
-    "messaging.message.id",
-    "messaging.message.conversation_id",
-    "messaging.message.body.size",
-    "messaging.kafka.offset",
-];
-
-/// Whether an attribute of a kept span goes into its exemplar ([`PER_CALL`]).
+/// Whether an attribute of a kept span goes into its exemplar. Attributes that change with
+/// every request or message are left out: no data point of the histograms above carries them
+/// (the semantic conventions keep them off metrics), and an exemplar is matched to data points
+/// by its attributes, so keeping one then copies only what a match can use. Checked for every
+/// attribute of every kept span: a `match`, which compares lengths before bytes.
 fn matchable(key: &str) -> bool {
-    !PER_CALL.contains(&key)
-        && !key.starts_with("http.request.header.")
-        && !key.starts_with("http.response.header.")
+    match key {
+        "url.path"
+        | "url.query"
+        | "url.full"
+        | "user_agent.original"
+        | "client.address"
+        | "client.port"
+        | "http.request.id"
+        | "network.peer.address"
+        | "network.peer.port"
+        | "messaging.message.id"
+        | "messaging.message.conversation_id"
+        | "messaging.message.body.size"
+        | "messaging.kafka.offset" => false,
+        _ => !key.starts_with("http.request.header.") && !key.starts_with("http.response.header."),
+    }
 }
 
 #[derive(Default)]
 struct Histogram {
-    slots: HashMap<Slot, Exemplar>,
+    /// Keyed by names and outcomes tracewire's own instrumentation writes, and bounded
+    /// ([`MAX_SLOTS`]): hashed with FNV, found on every kept span.
+    slots: HashMap<Slot, Exemplar, BuildHasherDefault<Fnv>>,
 }
 
 struct Store {
