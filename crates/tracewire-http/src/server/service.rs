@@ -129,13 +129,13 @@ where
                     .with_kind(SpanKind::Server)
                     .with_start_time(start)
                     .with_attributes(attributes);
+                // A span that records without its parent having said so gets the rest late.
                 let (cx, _) = shared.tracer.start_in_context(builder, &parent, || {
-                    let mut attributes = Vec::new();
+                    let mut late = Vec::with_capacity(if recorded { 0 } else { 12 });
                     if !recorded {
-                        attributes.reserve_exact(12);
-                        request_attributes(&req, config, method_idx, &request_id, &mut attributes);
+                        request_attributes(&req, config, method_idx, &request_id, &mut late);
                     }
-                    attributes
+                    late
                 });
                 cx
             }

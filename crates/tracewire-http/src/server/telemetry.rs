@@ -6,17 +6,15 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use tracewire_core::metrics::Fnv;
 
 use http::HeaderName;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, ObservableUpDownCounter};
 use opentelemetry_semantic_conventions::metric as semconv;
 use tracewire_core::attributes as attr;
-use tracewire_core::metrics::BoundHistograms;
+use tracewire_core::metrics::{BoundHistograms, Fnv};
 use tracewire_core::redact::SensitiveHeaders;
 
 use crate::classify::SharedClassifier;

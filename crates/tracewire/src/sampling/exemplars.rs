@@ -49,8 +49,8 @@ pub(crate) struct Exemplar {
     /// Seconds.
     pub(crate) value: f64,
     pub(crate) time: SystemTime,
-    /// The span's attributes (plus `function`/`module` for `#[traced]` spans): a data point
-    /// matches when each of its attributes is among these.
+    /// The span's [`matchable`] attributes (plus `function`/`module` for `#[traced]` spans):
+    /// a data point matches when each of its attributes is among these.
     attributes: Vec<KeyValue>,
     /// How many of `attributes`, from the front, are the span's own (the rest are derived
     /// from them).
@@ -82,10 +82,9 @@ impl Exemplar {
     /// Whether this exemplar was made from a span with the same matchable attributes as
     /// `span`'s (then the derived ones are the same too).
     fn has_attributes_of(&self, span: &SpanData) -> bool {
-        self.attributes[..self.from_span].iter().eq(span
-            .attributes
+        self.attributes[..self.from_span]
             .iter()
-            .filter(|kv| matchable(kv.key.as_str())))
+            .eq(matchable_of(span))
     }
 
     /// The trace id as 32 hex digits.
@@ -173,6 +172,13 @@ fn matchable(key: &str) -> bool {
     }
 }
 
+/// The attributes of `span` that go into its exemplar, in order.
+fn matchable_of(span: &SpanData) -> impl Iterator<Item = &KeyValue> {
+    span.attributes
+        .iter()
+        .filter(|kv| matchable(kv.key.as_str()))
+}
+
 #[derive(Default)]
 struct Histogram {
     /// Keyed by names and outcomes tracewire's own instrumentation writes, and bounded
@@ -244,6 +250,7 @@ pub(crate) fn offer(span: &SpanData) {
             return;
         }
     }
+    // A new slot, or other attributes: the exemplar is built outside the lock.
     let (attributes, from_span) = matchable_attributes(span, index);
     let exemplar = Exemplar {
         trace_id,
@@ -277,18 +284,9 @@ pub(crate) fn offer(span: &SpanData) {
 /// `#[traced]` span (histogram `index` 4), the `function` and `module` its metrics are
 /// labelled with; and how many of them come from the span as they are.
 fn matchable_attributes(span: &SpanData, index: usize) -> (Vec<KeyValue>, usize) {
-    let from_span = span
-        .attributes
-        .iter()
-        .filter(|kv| matchable(kv.key.as_str()))
-        .count();
+    let from_span = matchable_of(span).count();
     let mut attributes = Vec::with_capacity(from_span + if index == 4 { 2 } else { 0 });
-    attributes.extend(
-        span.attributes
-            .iter()
-            .filter(|kv| matchable(kv.key.as_str()))
-            .cloned(),
-    );
+    attributes.extend(matchable_of(span).cloned());
     if index == 4 {
         // `#[traced]` metrics are labelled `function` and `module`.
         if let (Some(qualified), Some(module)) = (
