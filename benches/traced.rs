@@ -10,6 +10,9 @@
 //! fastrace only records `#[trace]` under a parent, so its variant opens a root span per call
 //! as well (two spans per call: compare with care).
 //!
+//! The peer: `hand_written_sampled` and `hand_written_in_sampled_trace`, the same span,
+//! attributes, context and metrics written by hand on the SDK ([`hand_written`]).
+//!
 //! Two floors: the SDK alone starting and ending one span around the same call
 //! (`sdk_span_sampled_floor` at the root, `sdk_span_in_sampled_trace_floor` under the sampled
 //! remote parent), on the same providers: no attributes, no context attached, no metrics. What
@@ -91,6 +94,61 @@ fn remote_parent(flags: opentelemetry::trace::TraceFlags) -> opentelemetry::Cont
         TraceState::default(),
     );
     opentelemetry::Context::new().with_remote_span_context(sc)
+}
+
+/// What `#[traced]` records, written by hand on the SDK the way its documentation shows: a span
+/// with the two code attributes started in the current context, the context attached on every
+/// poll (`FutureExt::with_context`), the duration histogram and the calls counter recorded with
+/// their attribute slices, the span ended with the clock reading the duration ends with. No
+/// in-flight count, no panic or cancellation handling.
+async fn hand_written<F: std::future::Future>(peer: &HandWritten, body: F) -> F::Output {
+    use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _, Tracer as _};
+    use opentelemetry::{Context, KeyValue};
+    let start = std::time::SystemTime::now();
+    let span = peer
+        .tracer
+        .span_builder("hand_written")
+        .with_kind(SpanKind::Internal)
+        .with_start_time(start)
+        .with_attributes([
+            KeyValue::new("code.function.name", "traced::hand_written"),
+            KeyValue::new("code.namespace", "traced"),
+        ])
+        .start(&peer.tracer);
+    let cx = Context::current_with_span(span);
+    let out = body.with_context(cx.clone()).await;
+    let end = std::time::SystemTime::now();
+    let elapsed = end.duration_since(start).unwrap_or_default();
+    peer.duration
+        .record(elapsed.as_secs_f64(), &peer.attributes[..2]);
+    peer.calls.add(1, &peer.attributes);
+    cx.span().end_with_timestamp(end);
+    out
+}
+
+/// The tracer and instruments of [`hand_written`], built once.
+struct HandWritten {
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    duration: opentelemetry::metrics::Histogram<f64>,
+    calls: opentelemetry::metrics::Counter<u64>,
+    attributes: [opentelemetry::KeyValue; 3],
+}
+
+impl HandWritten {
+    fn new(provider: &opentelemetry_sdk::trace::SdkTracerProvider) -> Self {
+        use opentelemetry::KeyValue;
+        let meter = global::meter("hand_written");
+        Self {
+            tracer: provider.tracer("hand_written"),
+            duration: meter.f64_histogram("hand_written.duration").build(),
+            calls: meter.u64_counter("hand_written.calls").build(),
+            attributes: [
+                KeyValue::new("function", "hand_written"),
+                KeyValue::new("module", "traced"),
+                KeyValue::new("result", "ok"),
+            ],
+        }
+    }
 }
 
 #[tracing::instrument]
@@ -192,6 +250,23 @@ fn bench(c: &mut Criterion) {
                 out
             })
         });
+        // The same span with the two code attributes `#[traced]` records: the attribute
+        // vector is allocated on this thread and freed on the export thread.
+        group.bench_function("sdk_span_code_attributes_floor", |b| {
+            b.to_async(&rt).iter(|| async {
+                use opentelemetry::KeyValue;
+                let mut span = root_tracer
+                    .span_builder("sdk_span_code_attributes_floor")
+                    .with_attributes([
+                        KeyValue::new("code.function.name", "traced::floor"),
+                        KeyValue::new("code.namespace", "traced"),
+                    ])
+                    .start(&root_tracer);
+                let out = bare(std::hint::black_box(1)).await;
+                span.end();
+                out
+            })
+        });
         let child_tracer = parent_based.tracer("floor");
         let parent = sampled_parent();
         group.bench_function("sdk_span_in_sampled_trace_floor", |b| {
@@ -201,6 +276,20 @@ fn bench(c: &mut Criterion) {
                 span.end();
                 out
             })
+        });
+    }
+    {
+        // The peer: the same behaviours written by hand on the SDK, on the same providers.
+        let root = HandWritten::new(&sampled);
+        group.bench_function("hand_written_sampled", |b| {
+            b.to_async(&rt)
+                .iter(|| hand_written(&root, bare(std::hint::black_box(1))))
+        });
+        let child = HandWritten::new(&parent_based);
+        let _parent = sampled_parent().attach();
+        group.bench_function("hand_written_in_sampled_trace", |b| {
+            b.to_async(&rt)
+                .iter(|| hand_written(&child, bare(std::hint::black_box(1))))
         });
     }
     {

@@ -281,13 +281,10 @@ impl CallSite {
             m.in_flight.fetch_add(1, Ordering::Relaxed);
         }
         // With a parent-based sampler, the parent alone decides: inside an unsampled trace no
-        // span is started, inside a sampled one the span records.
-        let parent_sampled = if crate::provider::parent_based_sampler() {
-            Context::map_current(crate::provider::parent_decision)
-        } else {
-            None
-        };
-        if parent_sampled == Some(false) {
+        // span is started.
+        if crate::provider::parent_based_sampler()
+            && Context::map_current(crate::provider::child_is_dropped)
+        {
             return SpanGuard {
                 call: Call::Unspanned {
                     metrics: state.metrics.map(|m| (m, Instant::now())),
@@ -296,29 +293,23 @@ impl CallSite {
                 site: self,
             };
         }
+        // The code attributes go in with the builder, in one allocation of their exact size:
+        // the sampler sees them whatever it decides, and a recording span takes the vector as
+        // it is instead of growing its own one attribute at a time. A span the sampler drops
+        // frees it unread.
         let mut builder = state
             .tracer
             .span_builder(Cow::Borrowed(self.name))
             .with_kind(self.kind.span_kind());
-        if parent_sampled == Some(true) {
-            // Known to record: the attributes go in with the builder, in one allocation of
-            // their exact size.
-            builder.attributes = Some(self.code_attributes().into());
-        }
+        builder.attributes = Some(self.code_attributes().into());
         // One clock reading at the start: the span's start time and the duration's start.
         // Without metrics, the SDK reads the clock itself, and only for a recording span.
         let start = state.metrics.is_some().then(SystemTime::now);
         builder.start_time = start;
-        // Set up the span before it moves into the context (where every access takes a lock);
-        // a span known to record got its attributes with the builder.
         let (cx, recording) = Context::map_current(|parent| {
-            state.tracer.start_in_context(builder, parent, || {
-                parent_sampled
-                    .is_none()
-                    .then(|| self.code_attributes())
-                    .into_iter()
-                    .flatten()
-            })
+            state
+                .tracer
+                .start_in_context(builder, parent, || None::<KeyValue>)
         });
         let measure = CallMetrics {
             metrics: state.metrics,

@@ -188,3 +188,53 @@ async fn calls_without_a_span_count_every_ending_as_calls_with_one_do() {
         Some("sampling")
     );
 }
+
+#[traced]
+async fn chosen() {}
+
+#[traced]
+async fn not_chosen() {}
+
+/// Samples the spans whose `code.function.name`, as given at their creation, is
+/// `sampling::chosen`.
+#[derive(Debug, Clone)]
+struct ByFunction;
+
+impl opentelemetry_sdk::trace::ShouldSample for ByFunction {
+    fn should_sample(
+        &self,
+        _: Option<&opentelemetry::Context>,
+        _: opentelemetry::trace::TraceId,
+        _: &str,
+        _: &opentelemetry::trace::SpanKind,
+        attributes: &[opentelemetry::KeyValue],
+        _: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        use opentelemetry::trace::TraceState;
+        use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult};
+        let chosen = attributes.iter().any(|kv| {
+            kv.key.as_str() == "code.function.name" && kv.value.as_str() == "sampling::chosen"
+        });
+        SamplingResult {
+            decision: if chosen {
+                SamplingDecision::RecordAndSample
+            } else {
+                SamplingDecision::Drop
+            },
+            attributes: Vec::new(),
+            trace_state: TraceState::default(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_sampler_sees_the_code_attributes_at_creation() {
+    let capture = Capture::install_with_sampler(ByFunction);
+    chosen().await;
+    not_chosen().await;
+    let spans = capture.spans();
+    let names: Vec<_> = spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(names, ["chosen"]);
+    // Recorded once each, not twice (the builder's attributes are the span's).
+    assert_eq!(spans[0].attributes.len(), 2, "{:?}", spans[0].attributes);
+}

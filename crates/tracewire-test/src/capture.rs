@@ -52,7 +52,9 @@ impl Capture {
     /// Sets the global tracer provider, meter provider and propagator (W3C trace context +
     /// baggage), and installs a global `tracing` subscriber writing tracewire's JSON lines into
     /// memory (at `TRACE` level) when none is installed yet.
-    pub fn install_with_sampler(sampler: Sampler) -> Self {
+    pub fn install_with_sampler(
+        sampler: impl opentelemetry_sdk::trace::ShouldSample + 'static,
+    ) -> Self {
         let spans = InMemorySpanExporter::default();
         let tracer_provider = SdkTracerProvider::builder()
             .with_simple_exporter(spans.clone())
