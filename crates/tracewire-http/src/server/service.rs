@@ -225,12 +225,12 @@ fn server_address<B>(req: &Request<B>) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Attributes only a recording span needs; never built for unsampled requests.
 /// The attributes a recorded request span usually ends with: method, scheme, route, path,
 /// server address and port, protocol version, user agent, client address, request id, status
 /// code, error type, and room for a query and a recorded header or gRPC's three.
 const SPAN_ATTRIBUTES: usize = 16;
 
+/// Attributes only a recording span needs; never built for unsampled requests.
 fn request_attributes<B>(
     req: &Request<B>,
     config: &Config,
