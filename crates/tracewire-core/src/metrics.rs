@@ -11,6 +11,10 @@ use std::sync::{Mutex, OnceLock};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
 
+mod pending;
+
+pub use pending::{flush_on_collect, flush_pending, record_deferred};
+
 /// Bucket boundaries (seconds) the semantic conventions recommend for `*.duration` histograms.
 /// The SDK's default boundaries are millisecond-scaled, so every duration histogram sets these.
 pub const DURATION_BOUNDARIES_SECONDS: [f64; 14] = [
@@ -142,6 +146,23 @@ impl<K> BoundHistograms<K> {
     ) {
         match self.bound().find(|(key, _)| matches(key)) {
             Some((_, handle)) => handle.record(value),
+            None => self.bind_and_record(value, matches, attributes),
+        }
+    }
+
+    /// [`record`](Self::record) for a set of histograms that lives as long as the process
+    /// (a route's, leaked with its names): a bound set's recording goes through the calling
+    /// thread's buffer ([`record_deferred`]), so threads recording the same set do not pass
+    /// its cache line back and forth. The histogram's meter provider must have
+    /// [`flush_on_collect`] registered.
+    pub fn record_deferred(
+        &'static self,
+        value: f64,
+        matches: impl Fn(&K) -> bool,
+        attributes: impl FnOnce() -> (K, Vec<KeyValue>),
+    ) {
+        match self.bound().find(|(key, _)| matches(key)) {
+            Some((_, handle)) => record_deferred(handle, value),
             None => self.bind_and_record(value, matches, attributes),
         }
     }

@@ -42,7 +42,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::metrics::{
-    BoundHistogram, Histogram, ObservableCounter, ObservableUpDownCounter,
+    BoundHistogram, Histogram, ObservableCounter, ObservableGauge, ObservableUpDownCounter,
 };
 use opentelemetry::trace::{SpanKind, Tracer};
 use opentelemetry::{Context, ContextGuard, KeyValue, Value};
@@ -114,6 +114,8 @@ impl Kind {
 /// costs two atomic additions instead of three attribute-set lookups.
 struct Instruments {
     duration: Histogram<f64>,
+    /// Replays the durations held per thread before every collection.
+    _flush: ObservableGauge<u64>,
     _calls: ObservableCounter<u64>,
     _concurrent: ObservableUpDownCounter<i64>,
 }
@@ -133,6 +135,7 @@ fn instruments() -> &'static Instruments {
     INSTRUMENTS.get_or_init(|| {
         let meter = crate::metrics::meter();
         Instruments {
+            _flush: crate::metrics::flush_on_collect(&meter),
             duration: crate::metrics::duration_histogram(
                 &meter,
                 CALLS_DURATION,
@@ -330,14 +333,15 @@ impl CallSite {
 
 /// Records a call's metrics when it ends: duration and result counts for calls that
 /// returned, only the in-flight count for cancelled ones (they have no result).
-fn record_call(m: &SiteMetrics, kind: EndKind, elapsed: impl FnOnce() -> Duration) {
+fn record_call(m: &'static SiteMetrics, kind: EndKind, elapsed: impl FnOnce() -> Duration) {
     m.in_flight.fetch_sub(1, Ordering::Relaxed);
     match kind {
         EndKind::Ok => m.ok_count.fetch_add(1, Ordering::Relaxed),
         EndKind::Error | EndKind::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
         EndKind::Cancelled => return,
     };
-    m.duration.record(elapsed().as_secs_f64());
+    // Through the thread's buffer: threads calling the same function record the same set.
+    crate::metrics::record_deferred(&m.duration, elapsed().as_secs_f64());
 }
 
 /// The metrics of a call with a span, recorded when its [`Operation`] ends.

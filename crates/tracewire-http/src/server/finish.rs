@@ -114,18 +114,19 @@ impl RequestMeasure {
     fn record_http(&mut self, ended: &Ended<'_>) {
         let seconds = ended.elapsed.as_secs_f64();
         let (https, status, error_type) = (self.https, self.status, ended.error_type);
-        let durations = match self.durations {
-            RouteDurations::Route(durations) => Some(durations),
-            RouteDurations::Unrouted => Some(&self.shared.instruments.unrouted[self.method_idx]),
-            RouteDurations::Unbound => None,
-        };
-        match durations {
-            Some(durations) => durations.record(
+        match self.durations {
+            // Through the thread's buffer: every worker records into the same few sets.
+            RouteDurations::Route(durations) => durations.record_deferred(
                 seconds,
                 |key| key.is(https, status, error_type),
                 || self.http_attributes(error_type),
             ),
-            None => {
+            RouteDurations::Unrouted => self.shared.instruments.unrouted[self.method_idx].record(
+                seconds,
+                |key| key.is(https, status, error_type),
+                || self.http_attributes(error_type),
+            ),
+            RouteDurations::Unbound => {
                 let (_, attributes) = self.http_attributes(error_type);
                 self.shared
                     .instruments

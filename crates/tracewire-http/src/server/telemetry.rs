@@ -76,6 +76,9 @@ impl Instruments {
     /// Takes the tracer and the meter from the global providers, now.
     pub(crate) fn from_globals() -> Self {
         let meter = tracewire_core::metrics::meter();
+        // The routes' durations are recorded through per-thread buffers: this provider's
+        // collections replay them first.
+        tracewire_core::metrics::flush_on_collect(&meter);
         let duration = tracewire_core::metrics::duration_histogram(
             &meter,
             semconv::HTTP_SERVER_REQUEST_DURATION,
