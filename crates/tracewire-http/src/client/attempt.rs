@@ -160,6 +160,7 @@ impl fmt::Debug for Attempt {
 
 impl Attempt {
     /// Starts the CLIENT span of one attempt as a child of `parent`.
+    #[cfg(any(feature = "reqwest", test))]
     pub(crate) fn start(
         instruments: &Instruments,
         parent: &Context,

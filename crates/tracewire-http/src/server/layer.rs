@@ -29,10 +29,7 @@ impl ServerLayer {
     /// `x-request-id` as the request-id header, no request headers recorded.
     pub fn new() -> Self {
         Self {
-            shared: Arc::new(Shared {
-                config: Config::default(),
-                instruments: Arc::new(Instruments::from_globals()),
-            }),
+            shared: Arc::new(Shared::new(Config::default(), Instruments::from_globals())),
         }
     }
 
@@ -48,8 +45,8 @@ impl ServerLayer {
         match HeaderName::from_bytes(lower.as_bytes()) {
             Ok(header) => {
                 let key = opentelemetry::Key::from(format!("http.request.header.{lower}"));
-                Arc::make_mut(&mut self.shared)
-                    .config
+                self.shared
+                    .config_mut()
                     .recorded_headers
                     .push((header, key));
             }
@@ -62,19 +59,19 @@ impl ServerLayer {
 
     /// Replaces the list of headers whose values are never recorded.
     pub fn sensitive_headers(mut self, sensitive: SensitiveHeaders) -> Self {
-        Arc::make_mut(&mut self.shared).config.sensitive = sensitive;
+        self.shared.config_mut().sensitive = sensitive;
         self
     }
 
     /// Turns the per-request access-log event on or off (on by default).
     pub fn access_log(mut self, enabled: bool) -> Self {
-        Arc::make_mut(&mut self.shared).config.access_log = enabled;
+        self.shared.config_mut().access_log = enabled;
         self
     }
 
     /// Uses another header than `x-request-id` for the request id.
     pub fn request_id_header(mut self, name: HeaderName) -> Self {
-        Arc::make_mut(&mut self.shared).config.request_id_header = name;
+        self.shared.config_mut().request_id_header = name;
         self
     }
 
@@ -85,10 +82,7 @@ impl ServerLayer {
     /// let layer = tracewire_http::ServerLayer::new().quiet_path("/metrics");
     /// ```
     pub fn quiet_path(mut self, path: &str) -> Self {
-        Arc::make_mut(&mut self.shared)
-            .config
-            .quiet_paths
-            .push(Box::from(path));
+        self.shared.config_mut().quiet_paths.push(Box::from(path));
         self
     }
 
@@ -102,14 +96,14 @@ impl ServerLayer {
     /// Chooses how requests are recorded and judged (see [`crate::classify`]); the
     /// [`DefaultClassifier`](crate::classify::DefaultClassifier) by default.
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
-        Arc::make_mut(&mut self.shared).config.classifier = SharedClassifier(Arc::new(classifier));
+        self.shared.config_mut().classifier = SharedClassifier(Arc::new(classifier));
         self
     }
 
     /// Records `url.scheme = https` when the request URI carries no scheme (HTTP/1 requests
     /// do not): set it on a TLS listener or behind a TLS-terminating proxy. `http` otherwise.
     pub fn https(mut self, https: bool) -> Self {
-        Arc::make_mut(&mut self.shared).config.https = https;
+        self.shared.config_mut().https = https;
         self
     }
 }

@@ -18,16 +18,27 @@ use tracewire_core::operation::Operation;
 use super::body::ServerBody;
 use super::finish::{Exchange, RequestMeasure, RouteDurations};
 use super::future::ResponseFuture;
-use super::telemetry::{Config, Shared, scheme};
+use super::telemetry::{Config, Shared, scheme, thread_copy};
 use crate::classify::{GrpcCall, Protocol, Side};
 use crate::semconv::{OTHER_METHOD, method_index, method_value, protocol_version};
 
 /// The service produced by [`ServerLayer`](super::ServerLayer): instruments every request
 /// to `S`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Server<S> {
     inner: S,
     shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for Server<S> {
+    /// A clone for the calling thread: it holds the thread's copy of the layer's shared state
+    /// (see [`thread_copy`]).
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: thread_copy(&self.shared),
+        }
+    }
 }
 
 impl<S> Server<S> {

@@ -3,7 +3,7 @@
 //! this module, never on the layer.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -50,8 +50,67 @@ impl Default for Config {
 /// instruments behind one reference count, so a request takes one reference, not two.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
+    /// Tells layers, and each configuration of one, apart in the threads' copies.
+    id: u64,
     pub(crate) config: Config,
     pub(crate) instruments: Arc<Instruments>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, instruments: Instruments) -> Self {
+        Self {
+            id: next_id(),
+            config,
+            instruments: Arc::new(instruments),
+        }
+    }
+
+    /// The configuration, to change: it gets a new id, so no thread's copy of the old one is
+    /// taken for it.
+    pub(crate) fn config_mut(self: &mut Arc<Self>) -> &mut Config {
+        let shared = Arc::make_mut(self);
+        shared.id = next_id();
+        &mut shared.config
+    }
+}
+
+fn next_id() -> u64 {
+    static IDS: AtomicU64 = AtomicU64::new(0);
+    IDS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Copies of [`Shared`] a thread keeps, the last ones it served.
+const THREAD_COPIES: usize = 4;
+
+thread_local! {
+    static COPIES: RefCell<([Option<Arc<Shared>>; THREAD_COPIES], usize)> =
+        const { RefCell::new(([const { None }; THREAD_COPIES], 0)) };
+}
+
+/// This thread's copy of `shared` (made on first use): what a service cloned for a request
+/// holds, so the reference count that the request takes and drops is the thread's own.
+///
+/// axum clones a route's service for every request, and the request's measure holds the
+/// shared state until the response ends: with one `Arc` for all, every worker thread updated
+/// the same count four times a request. Each thread keeps copies of the last
+/// [`THREAD_COPIES`] layers it served; a dropped layer's copies are freed as newer ones take
+/// their place, or when the thread exits.
+pub(crate) fn thread_copy(shared: &Arc<Shared>) -> Arc<Shared> {
+    COPIES
+        .try_with(|copies| {
+            let Ok(mut copies) = copies.try_borrow_mut() else {
+                return shared.clone();
+            };
+            let (slots, next) = &mut *copies;
+            if let Some(copy) = slots.iter().flatten().find(|copy| copy.id == shared.id) {
+                return copy.clone();
+            }
+            let copy = Arc::new(Shared::clone(shared));
+            slots[*next] = Some(copy.clone());
+            *next = (*next + 1) % THREAD_COPIES;
+            copy
+        })
+        .unwrap_or_else(|_| shared.clone())
 }
 
 /// What every clone of a layer shares: the tracer, the instruments and the span-name cache.
@@ -364,5 +423,50 @@ impl RouteNames {
             span_name: Cow::Borrowed(name),
             durations: Some(durations),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_has_its_own_copy_and_a_changed_configuration_is_never_taken_for_the_old() {
+        let shared = Arc::new(Shared::new(Config::default(), Instruments::from_globals()));
+        let here = thread_copy(&shared);
+        assert!(!Arc::ptr_eq(&here, &shared), "a copy of the thread's own");
+        assert!(Arc::ptr_eq(&thread_copy(&shared), &here), "made once");
+        assert!(
+            Arc::ptr_eq(&thread_copy(&here), &here),
+            "a copy's copy is itself"
+        );
+        let there = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let copy = thread_copy(&shared);
+                    (Arc::as_ptr(&copy) as usize, copy.config.access_log)
+                })
+                .join()
+                .unwrap()
+        });
+        assert_ne!(there.0, Arc::as_ptr(&here) as usize);
+        assert!(there.1);
+
+        // The layer's builder changes a configuration a service already holds.
+        let mut changed = shared.clone();
+        changed.config_mut().access_log = false;
+        assert!(!thread_copy(&changed).config.access_log);
+        assert!(thread_copy(&shared).config.access_log);
+
+        // Past the copies a thread keeps, the oldest makes way; every lookup stays right.
+        let others: Vec<_> = (0..THREAD_COPIES)
+            .map(|_| Arc::new(Shared::new(Config::default(), Instruments::from_globals())))
+            .collect();
+        for other in &others {
+            assert_eq!(thread_copy(other).id, other.id);
+        }
+        let again = thread_copy(&shared);
+        assert_eq!(again.id, shared.id);
+        assert!(!Arc::ptr_eq(&again, &here), "made again after it made way");
     }
 }
