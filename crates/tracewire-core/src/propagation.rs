@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue, global};
 
@@ -245,7 +245,7 @@ pub fn extract_w3c_values(values: W3cValues<'_>, carrier: &'static str) -> Conte
 /// same limits, the same rejections counted, the same context.
 pub fn extract_w3c(extractor: &dyn Extractor, carrier: &'static str) -> Context {
     guarded_extract(extractor, carrier, |guarded| {
-        W3cPropagator::new().extract_with_context(&Context::new(), guarded)
+        crate::w3c::extract_with_context(&Context::new(), guarded)
     })
 }
 
@@ -280,7 +280,7 @@ pub fn inject(cx: &Context, injector: &mut dyn Injector) {
 pub fn inject_text<C: Injector + TextSink>(cx: &Context, carrier: &mut C) {
     global::get_text_map_propagator(|p| {
         if W3cPropagator::is(p) {
-            W3cPropagator::new().inject_into(cx, carrier);
+            crate::w3c::inject_into(cx, carrier);
         } else {
             p.inject_context(cx, carrier);
         }
@@ -289,8 +289,23 @@ pub fn inject_text<C: Injector + TextSink>(cx: &Context, carrier: &mut C) {
 
 /// Whether the globally configured propagator is tracewire's [`W3cPropagator`] (whose fields
 /// are exactly `traceparent`, `tracestate` and `baggage`).
+///
+/// Once a thread has seen it installed, it does not look again (the global propagator's lock
+/// is a count every thread writes) until a [`W3cPropagator`] is dropped, as the installed one
+/// is when another propagator replaces it.
 pub fn global_is_w3c() -> bool {
-    global::get_text_map_propagator(W3cPropagator::is)
+    thread_local! {
+        /// The drop count when this thread last saw a `W3cPropagator` installed.
+        static SEEN_AT: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+    }
+    // Read before the propagator: a replacement after this read changes the count.
+    let dropped = crate::w3c::dropped();
+    if SEEN_AT.try_with(|seen| seen.get() == dropped) == Ok(true) {
+        return true;
+    }
+    let w3c = global::get_text_map_propagator(W3cPropagator::is);
+    let _ = SEEN_AT.try_with(|seen| seen.set(if w3c { dropped } else { u64::MAX }));
+    w3c
 }
 
 /// Injects the current context into `injector`.
@@ -317,6 +332,30 @@ mod tests {
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
         ]));
+    }
+
+    #[test]
+    fn whether_the_global_propagator_is_w3c_follows_every_replacement() {
+        global::set_text_map_propagator(W3cPropagator::new());
+        assert!(global_is_w3c());
+        assert!(global_is_w3c(), "remembered");
+        install();
+        assert!(!global_is_w3c(), "replaced on this thread");
+        global::set_text_map_propagator(W3cPropagator::new());
+        assert!(global_is_w3c());
+        // Replaced on another thread while this one remembers it.
+        std::thread::spawn(install).join().unwrap();
+        assert!(!global_is_w3c(), "replaced on another thread");
+        std::thread::spawn(|| global::set_text_map_propagator(W3cPropagator::new()))
+            .join()
+            .unwrap();
+        assert!(global_is_w3c());
+        assert!(std::thread::spawn(global_is_w3c).join().unwrap());
+        // A composite holding it is not it.
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![Box::new(
+            W3cPropagator::new(),
+        )]));
+        assert!(!global_is_w3c());
     }
 
     fn carrier(pairs: &[(&str, String)]) -> HashMap<String, String> {

@@ -320,7 +320,7 @@ pub(crate) fn rebuild<H: Headers + ?Sized>(
         let mut injector = HeaderInjector::new(out);
         if W3cPropagator::is(propagator) {
             // No `String` per header: the codec writes straight from its buffers.
-            W3cPropagator::new().inject_into(cx, &mut injector);
+            tracewire_core::w3c::inject_into(cx, &mut injector);
         } else {
             propagator.inject_context(cx, &mut injector);
         }

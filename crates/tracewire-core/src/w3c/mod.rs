@@ -48,6 +48,7 @@ mod tracestate;
 
 use std::cell::Cell;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::Context;
 use opentelemetry::baggage::BaggageExt;
@@ -118,9 +119,29 @@ fn field_names() -> &'static [String; 3] {
 /// Equivalent to OpenTelemetry's `TextMapCompositePropagator` of `TraceContextPropagator`
 /// and `BaggagePropagator` on valid headers (see the [module docs](self) for where it is
 /// stricter), without their intermediate allocations.
-#[derive(Debug, Clone, Copy, Default)]
+///
+/// Dropping one is counted, so that [`global_is_w3c`](crate::propagation::global_is_w3c) can
+/// remember that the global propagator is this one without looking again on every request
+/// (the global propagator is dropped when it is replaced). To use the codec without
+/// installing it, call [`inject_into`] and [`extract_with_context`].
+#[derive(Debug, Clone, Default)]
 pub struct W3cPropagator {
     _private: (),
+}
+
+/// How many [`W3cPropagator`]s have been dropped.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for W3cPropagator {
+    fn drop(&mut self) {
+        DROPPED.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// How many [`W3cPropagator`]s have been dropped so far: while it stays the same, a
+/// propagator seen installed is still installed.
+pub(crate) fn dropped() -> u64 {
+    DROPPED.load(Ordering::Acquire)
 }
 
 impl W3cPropagator {
@@ -156,32 +177,37 @@ impl W3cPropagator {
         ))
     }
 
-    /// Writes the trace context and baggage of `cx` into `sink`: `traceparent` when `cx`
-    /// has a valid span context, `tracestate` when that is not empty, `baggage` when there is
-    /// any.
+    /// Writes the trace context and baggage of `cx` into `sink`: see [`inject_into`].
     pub fn inject_into(&self, cx: &Context, sink: &mut dyn TextSink) {
-        let span = cx.span();
-        let sc = span.span_context();
-        if sc.is_valid() {
-            sink.set_text(TRACEPARENT, Traceparent::new(sc).as_str());
-            if sc.trace_state() != &TraceState::NONE {
-                with_scratch(|buf| {
-                    write_tracestate(sc.trace_state(), buf);
-                    if !buf.is_empty() {
-                        sink.set_text(TRACESTATE, buf);
-                    }
-                });
-            }
-        }
-        let baggage = cx.baggage();
-        if !baggage.is_empty() {
+        inject_into(cx, sink);
+    }
+}
+
+/// Writes the trace context and baggage of `cx` into `sink` as [`W3cPropagator`] does:
+/// `traceparent` when `cx` has a valid span context, `tracestate` when that is not empty,
+/// `baggage` when there is any.
+pub fn inject_into(cx: &Context, sink: &mut dyn TextSink) {
+    let span = cx.span();
+    let sc = span.span_context();
+    if sc.is_valid() {
+        sink.set_text(TRACEPARENT, Traceparent::new(sc).as_str());
+        if sc.trace_state() != &TraceState::NONE {
             with_scratch(|buf| {
-                write_baggage(baggage, buf);
+                write_tracestate(sc.trace_state(), buf);
                 if !buf.is_empty() {
-                    sink.set_text(BAGGAGE, buf);
+                    sink.set_text(TRACESTATE, buf);
                 }
             });
         }
+    }
+    let baggage = cx.baggage();
+    if !baggage.is_empty() {
+        with_scratch(|buf| {
+            write_baggage(baggage, buf);
+            if !buf.is_empty() {
+                sink.set_text(BAGGAGE, buf);
+            }
+        });
     }
 }
 
@@ -220,18 +246,24 @@ pub(crate) fn context_from(
     }
 }
 
+/// `cx` with the remote parent and the baggage `extractor` carries, as [`W3cPropagator`]
+/// extracts them.
+pub fn extract_with_context(cx: &Context, extractor: &dyn Extractor) -> Context {
+    let baggage = extractor.get(BAGGAGE);
+    let parent = extractor
+        .get(TRACEPARENT)
+        .and_then(parse_traceparent)
+        .map(|ids| (ids, extractor.get(TRACESTATE)));
+    context_from(cx, parent, baggage)
+}
+
 impl TextMapPropagator for W3cPropagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         self.inject_into(cx, &mut InjectorSink(injector));
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        let baggage = extractor.get(BAGGAGE);
-        let parent = extractor
-            .get(TRACEPARENT)
-            .and_then(parse_traceparent)
-            .map(|ids| (ids, extractor.get(TRACESTATE)));
-        context_from(cx, parent, baggage)
+        extract_with_context(cx, extractor)
     }
 
     fn fields(&self) -> FieldIter<'_> {
