@@ -191,14 +191,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn deferred_recordings_export_exactly_what_direct_ones_do() {
+    /// A provider exporting into memory, its collections replaying the buffers.
+    fn provider() -> (InMemoryMetricExporter, SdkMeterProvider, Meter) {
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(exporter.clone()).build())
             .build();
         let meter = provider.meter("t");
         flush_on_collect(&meter);
+        (exporter, provider, meter)
+    }
+
+    #[test]
+    fn deferred_recordings_export_exactly_what_direct_ones_do() {
+        let (exporter, provider, meter) = provider();
         let deferred = crate::metrics::duration_histogram(&meter, "t.deferred", "T");
         let direct = crate::metrics::duration_histogram(&meter, "t.direct", "T");
         let set = [KeyValue::new("route", "/users/{id}")];
@@ -254,12 +260,7 @@ mod tests {
 
     #[test]
     fn a_thread_whose_buffer_is_being_replayed_records_directly() {
-        let exporter = InMemoryMetricExporter::default();
-        let provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(exporter.clone()).build())
-            .build();
-        let meter = provider.meter("t");
-        flush_on_collect(&meter);
+        let (exporter, provider, meter) = provider();
         let histogram = crate::metrics::duration_histogram(&meter, "t.busy", "T");
         let handle: &'static BoundHistogram<f64> = Box::leak(Box::new(histogram.bind(&[])));
         record_deferred(handle, 1.0);
