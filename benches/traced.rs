@@ -161,6 +161,39 @@ async fn fastrace_traced(x: u64) -> u64 {
     std::hint::black_box(x)
 }
 
+/// `iters` calls of `call` on each of two threads at once, each thread in the context `parent`
+/// gives; the slower thread's time.
+fn on_two_threads<F: std::future::Future>(
+    iters: u64,
+    parent: fn() -> opentelemetry::Context,
+    call: impl Fn() -> F + Sync,
+) -> std::time::Duration {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    let _parent = parent().attach();
+                    rt.block_on(async {
+                        let start = std::time::Instant::now();
+                        for _ in 0..iters {
+                            std::hint::black_box(call().await);
+                        }
+                        start.elapsed()
+                    })
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("bench thread"))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -225,6 +258,15 @@ fn bench(c: &mut Criterion) {
         group.bench_function("tracewire_in_unsampled_trace_metrics", |b| {
             b.to_async(&rt)
                 .iter(|| traced_in_unsampled_trace_metrics(std::hint::black_box(1)))
+        });
+        // The same on two threads at once, as two workers calling one function: one call's
+        // time on one thread. What the threads share is the call site's counts and histogram.
+        group.bench_function("tracewire_in_unsampled_trace_metrics_2_threads", |b| {
+            b.iter_custom(|iters| {
+                on_two_threads(iters, unsampled_parent, || {
+                    traced_in_unsampled_trace_metrics(std::hint::black_box(1))
+                })
+            })
         });
         tracewire_core::traced::set_skip_unsampled_children(false);
     }

@@ -5,7 +5,9 @@
 //! route, function or destination and status) are bound once ([`BoundHistograms`]) so a
 //! recording does no attribute hashing.
 
+use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use opentelemetry::KeyValue;
@@ -73,6 +75,83 @@ impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// A count that threads update at once without passing one cache line back and forth: it is
+/// split over [`STRIPES`](Self::STRIPES) cache lines, each thread adding to one of its own
+/// (threads take them in turn as they first count), and summed when read. An update made on
+/// one thread and undone on another leaves one stripe up and another down: the sum is right.
+///
+/// ```
+/// use tracewire_core::metrics::StripedCount;
+///
+/// static IN_FLIGHT: StripedCount = StripedCount::new();
+/// IN_FLIGHT.add(1);
+/// std::thread::spawn(|| IN_FLIGHT.add(-1)).join().unwrap();
+/// IN_FLIGHT.add(1);
+/// assert_eq!(IN_FLIGHT.sum(), 1);
+/// ```
+pub struct StripedCount {
+    stripes: [Stripe; STRIPES],
+}
+
+const STRIPES: usize = 4;
+
+/// One stripe of a count, alone on its cache line.
+#[repr(align(64))]
+struct Stripe(AtomicI64);
+
+impl StripedCount {
+    /// How many cache lines a count is split over.
+    pub const STRIPES: usize = STRIPES;
+
+    /// A count at zero.
+    pub const fn new() -> Self {
+        Self {
+            stripes: [const { Stripe(AtomicI64::new(0)) }; STRIPES],
+        }
+    }
+
+    /// Adds `n` (negative to take away) on the calling thread's stripe.
+    pub fn add(&self, n: i64) {
+        self.stripes[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count: every stripe added up.
+    pub fn sum(&self) -> i64 {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl Default for StripedCount {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for StripedCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StripedCount").field(&self.sum()).finish()
+    }
+}
+
+/// The stripe of the calling thread: threads take stripes in turn as they first count.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE
+        .try_with(|stripe| {
+            if stripe.get() == usize::MAX {
+                stripe.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+            }
+            stripe.get()
+        })
+        .unwrap_or(0)
 }
 
 /// A duration histogram bound to a few attribute sets, each bound on first use.

@@ -32,11 +32,11 @@
 //! call of each function: install the providers (`tracewire::init()`) before calling
 //! instrumented code.
 
+use crate::metrics::StripedCount;
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -150,7 +150,7 @@ fn instruments() -> &'static Instruments {
                         for (count, attributes) in
                             [(&site.ok_count, &site.ok), (&site.error_count, &site.error)]
                         {
-                            let count = count.load(Ordering::Relaxed);
+                            let count = u64::try_from(count.sum()).unwrap_or(0);
                             if count > 0 {
                                 observer.observe(count, attributes);
                             }
@@ -164,7 +164,7 @@ fn instruments() -> &'static Instruments {
                 .with_description("Calls of instrumented functions in flight")
                 .with_callback(|observer| {
                     for_each_site(|site| {
-                        observer.observe(site.in_flight.load(Ordering::Relaxed), &site.base);
+                        observer.observe(site.in_flight.sum(), &site.base);
                     });
                 })
                 .build(),
@@ -184,9 +184,10 @@ struct SiteMetrics {
     ok: [KeyValue; 3],
     error: [KeyValue; 3],
     base: [KeyValue; 2],
-    ok_count: AtomicU64,
-    error_count: AtomicU64,
-    in_flight: AtomicI64,
+    /// Per call site, updated by every thread that calls it: striped.
+    ok_count: StripedCount,
+    error_count: StripedCount,
+    in_flight: StripedCount,
 }
 
 /// One `#[traced]` function: built by the macro as a `static`, so everything that does not
@@ -261,9 +262,9 @@ impl CallSite {
                         KeyValue::new(RESULT, "error"),
                     ],
                     base,
-                    ok_count: AtomicU64::new(0),
-                    error_count: AtomicU64::new(0),
-                    in_flight: AtomicI64::new(0),
+                    ok_count: StripedCount::new(),
+                    error_count: StripedCount::new(),
+                    in_flight: StripedCount::new(),
                 }));
                 // One allocation per call site for the life of the process, so the
                 // collection callbacks can read it.
@@ -281,7 +282,7 @@ impl CallSite {
     pub fn start(&'static self) -> SpanGuard {
         let state = self.state();
         if let Some(m) = state.metrics {
-            m.in_flight.fetch_add(1, Ordering::Relaxed);
+            m.in_flight.add(1);
         }
         // With a parent-based sampler, the parent alone decides: inside an unsampled trace no
         // span is started.
@@ -334,10 +335,10 @@ impl CallSite {
 /// Records a call's metrics when it ends: duration and result counts for calls that
 /// returned, only the in-flight count for cancelled ones (they have no result).
 fn record_call(m: &'static SiteMetrics, kind: EndKind, elapsed: impl FnOnce() -> Duration) {
-    m.in_flight.fetch_sub(1, Ordering::Relaxed);
+    m.in_flight.add(-1);
     match kind {
-        EndKind::Ok => m.ok_count.fetch_add(1, Ordering::Relaxed),
-        EndKind::Error | EndKind::Panicked => m.error_count.fetch_add(1, Ordering::Relaxed),
+        EndKind::Ok => m.ok_count.add(1),
+        EndKind::Error | EndKind::Panicked => m.error_count.add(1),
         EndKind::Cancelled => return,
     };
     // Through the thread's buffer: threads calling the same function record the same set.

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use http::HeaderName;
@@ -14,7 +14,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, ObservableUpDownCounter};
 use opentelemetry_semantic_conventions::metric as semconv;
 use tracewire_core::attributes as attr;
-use tracewire_core::metrics::{BoundHistograms, Fnv};
+use tracewire_core::metrics::{BoundHistograms, Fnv, StripedCount};
 use tracewire_core::redact::SensitiveHeaders;
 
 use crate::classify::SharedClassifier;
@@ -162,22 +162,14 @@ impl Instruments {
 ///
 /// The request path pays one atomic add each way; the SDK reads the counts only when metrics
 /// are collected, through an observable up-down counter. The exported data is that of an
-/// up-down counter, without two attribute-hashing measurements per request. Each count is
-/// split in [`STRIPES`] cache lines, a thread adding to its own, so worker threads do not pass
-/// one line back and forth; collection adds the stripes up (a request that ends on another
-/// thread than it started on leaves one stripe +1 and another -1: the sum is right).
+/// up-down counter, without two attribute-hashing measurements per request. Each count is a
+/// [`StripedCount`], so worker threads do not pass one cache line back and forth.
 pub(crate) struct ActiveRequests {
     slots: [[Slot; 2]; METHOD_COUNT],
 }
 
-const STRIPES: usize = 4;
-
-/// One stripe of a count, alone on its cache line.
-#[repr(align(64))]
-struct Stripe(AtomicI64);
-
 struct Slot {
-    active: [Stripe; STRIPES],
+    active: StripedCount,
     /// Set once a request was seen, so combinations never used stay out of the export.
     seen: AtomicBool,
 }
@@ -185,31 +177,10 @@ struct Slot {
 impl Slot {
     const fn new() -> Self {
         Self {
-            active: [const { Stripe(AtomicI64::new(0)) }; STRIPES],
+            active: StripedCount::new(),
             seen: AtomicBool::new(false),
         }
     }
-
-    fn total(&self) -> i64 {
-        self.active
-            .iter()
-            .map(|stripe| stripe.0.load(Ordering::Relaxed))
-            .sum()
-    }
-}
-
-/// The stripe of the calling thread: threads take stripes in turn as they first count.
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    STRIPE.with(|stripe| {
-        if stripe.get() == usize::MAX {
-            stripe.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
-        }
-        stripe.get()
-    })
 }
 
 static ACTIVE: ActiveRequests = ActiveRequests {
@@ -230,7 +201,7 @@ impl ActiveRequests {
                         for (https, slot) in by_scheme.iter().enumerate() {
                             if slot.seen.load(Ordering::Relaxed) {
                                 observer.observe(
-                                    slot.total(),
+                                    slot.active.sum(),
                                     &[
                                         KeyValue::new(
                                             attr::HTTP_REQUEST_METHOD,
@@ -253,13 +224,11 @@ impl ActiveRequests {
         if !slot.seen.load(Ordering::Relaxed) {
             slot.seen.store(true, Ordering::Relaxed);
         }
-        slot.active[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        slot.active.add(1);
     }
 
     pub(crate) fn end(&self, method: usize, https: bool) {
-        self.slots[method][usize::from(https)].active[stripe()]
-            .0
-            .fetch_sub(1, Ordering::Relaxed);
+        self.slots[method][usize::from(https)].active.add(-1);
     }
 }
 
