@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundHistogram, MeterProvider as _};
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use tracewire_core::metrics::{duration_histogram, flush_on_collect, record_deferred};
 
 /// A value in the 5–10 ms bucket, moved a little each call so it is not a constant.
@@ -40,39 +39,19 @@ const WORK_ROUNDS: u32 = 300;
 /// `iters` recordings on each of `threads` threads at once, each after its work; the slowest
 /// thread's time.
 fn run(threads: usize, iters: u64, record: impl Fn(f64) + Sync) -> Duration {
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let start = Instant::now();
-                    for i in 0..iters {
-                        std::hint::black_box(work(std::hint::black_box(i)));
-                        record(std::hint::black_box(value(i)));
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("bench thread"))
-            .max()
-            .unwrap_or_default()
+    tracewire_benches::slowest_thread(threads, || {
+        let start = Instant::now();
+        for i in 0..iters {
+            std::hint::black_box(work(std::hint::black_box(i)));
+            record(std::hint::black_box(value(i)));
+        }
+        start.elapsed()
     })
 }
 
 fn bench(c: &mut Criterion) {
-    // Exported into a discarding exporter now and then, as a service's would be.
-    let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporterBuilder::new()
-        .with_temporality(Temporality::Cumulative)
-        .build();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(
-            PeriodicReader::builder(exporter)
-                .with_interval(Duration::from_secs(3600))
-                .build(),
-        )
-        .build();
+    // Collected once an hour, as a service's provider between two exports.
+    let provider = tracewire_benches::idle_meter_provider();
     let meter = provider.meter("bench");
     flush_on_collect(&meter);
     let histogram = duration_histogram(&meter, "bench.duration", "Bench");

@@ -168,29 +168,18 @@ fn on_two_threads<F: std::future::Future>(
     parent: fn() -> opentelemetry::Context,
     call: impl Fn() -> F + Sync,
 ) -> std::time::Duration {
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .build()
-                        .expect("runtime");
-                    let _parent = parent().attach();
-                    rt.block_on(async {
-                        let start = std::time::Instant::now();
-                        for _ in 0..iters {
-                            std::hint::black_box(call().await);
-                        }
-                        start.elapsed()
-                    })
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().expect("bench thread"))
-            .max()
-            .unwrap_or_default()
+    tracewire_benches::slowest_thread(2, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _parent = parent().attach();
+        rt.block_on(async {
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                std::hint::black_box(call().await);
+            }
+            start.elapsed()
+        })
     })
 }
 

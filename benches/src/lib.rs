@@ -1,7 +1,7 @@
 //! Benchmarks live beside this crate: see `benches/*.rs`. What they share is here: a span
 //! exporter that discards, providers built on it, a meter provider that never exports while
-//! a bench runs, and the naive hand-written OpenTelemetry layer every server figure is
-//! compared with ([`naive`]).
+//! a bench runs, a way to run one measurement on several threads at once, and the naive
+//! hand-written OpenTelemetry layer every server figure is compared with ([`naive`]).
 
 pub mod naive;
 
@@ -40,4 +40,17 @@ pub fn idle_meter_provider() -> SdkMeterProvider {
                 .build(),
         )
         .build()
+}
+
+/// Runs `measure` on `threads` threads at once and returns the slowest thread's time: for
+/// `iter_custom` benches of what threads contend on.
+pub fn slowest_thread(threads: usize, measure: impl Fn() -> Duration + Sync) -> Duration {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = (0..threads).map(|_| scope.spawn(&measure)).collect();
+        running
+            .into_iter()
+            .map(|thread| thread.join().expect("bench thread"))
+            .max()
+            .unwrap_or_default()
+    })
 }
