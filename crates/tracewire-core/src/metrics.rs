@@ -4,6 +4,11 @@
 //! and recorded many times; never build them per request. Attribute sets that repeat (one per
 //! route, function or destination and status) are bound once ([`BoundHistograms`]) so a
 //! recording does no attribute hashing.
+//!
+//! What every worker thread updates on every request or call is kept off shared cache lines:
+//! bound recordings that live as long as the process go through a buffer of the calling thread
+//! ([`record_deferred`], replayed before every collection), and counts are split per thread
+//! ([`StripedCount`]).
 
 use std::cell::Cell;
 use std::fmt;
