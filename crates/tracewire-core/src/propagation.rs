@@ -278,13 +278,11 @@ pub fn inject(cx: &Context, injector: &mut dyn Injector) {
 /// when the configured propagator is [`W3cPropagator`], through the propagator's
 /// [`Injector::set`] otherwise.
 pub fn inject_text<C: Injector + TextSink>(cx: &Context, carrier: &mut C) {
-    global::get_text_map_propagator(|p| {
-        if W3cPropagator::is(p) {
-            crate::w3c::inject_into(cx, carrier);
-        } else {
-            p.inject_context(cx, carrier);
-        }
-    });
+    if global_is_w3c() {
+        crate::w3c::inject_into(cx, carrier);
+    } else {
+        inject(cx, carrier);
+    }
 }
 
 /// Whether the globally configured propagator is tracewire's [`W3cPropagator`] (whose fields

@@ -116,9 +116,10 @@ pub fn flush_pending() {
 }
 
 /// Makes every collection of `meter`'s provider replay the pending recordings first, through
-/// an observable gauge that observes nothing (and so is never exported). Call it once for
-/// each provider whose bound histograms go through [`record_deferred`]; the returned
-/// instrument need not be kept.
+/// an observable gauge that observes nothing (and so is never exported). Call it for each
+/// provider whose bound histograms go through [`record_deferred`] (every server layer calls it
+/// for its own: a second registration on one provider finds the buffers already replayed); the
+/// returned instrument need not be kept.
 pub fn flush_on_collect(meter: &Meter) -> ObservableGauge<u64> {
     meter
         .u64_observable_gauge("tracewire.metrics.pending")

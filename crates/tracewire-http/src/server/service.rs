@@ -31,8 +31,8 @@ pub struct Server<S> {
 }
 
 impl<S: Clone> Clone for Server<S> {
-    /// A clone for the calling thread: it holds the thread's copy of the layer's shared state
-    /// (see [`thread_copy`]).
+    /// A clone for the calling thread: it holds the thread's copy of the layer's shared state,
+    /// so the reference count a request takes and drops is not one every worker writes.
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
