@@ -202,7 +202,7 @@ where
             .with_kind(SpanKind::Internal)
             .with_attributes(attributes);
         let otel = self.tracer.build_with_context(builder, &parent);
-        let cx = parent.with_span(otel);
+        let cx = crate::provider::context_with_span(&parent, otel);
         span.extensions_mut().insert(Bridged { cx });
     }
 

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 
 use opentelemetry::metrics::{Counter, Histogram};
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{Link, SpanKind, Tracer};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_semantic_conventions::metric as semconv;
 
@@ -171,7 +171,7 @@ where
         .with_kind(SpanKind::Producer)
         .with_attributes(attributes)
         .start_with_context(tracer, parent);
-    parent.with_span(span)
+    crate::provider::context_with_span(parent, span)
 }
 
 /// Starts the CONSUMER span that processes one message whose headers carried `creation`
@@ -201,7 +201,7 @@ where
         .with_attributes(attributes)
         .with_links(links)
         .start_with_context(tracer, &parent);
-    parent.with_span(span)
+    crate::provider::context_with_span(&parent, span)
 }
 
 /// Starts one CONSUMER span for a batch: a child of `parent` (normally the current context)
@@ -237,7 +237,7 @@ where
         .with_attributes(attributes)
         .with_links(links)
         .start_with_context(tracer, parent);
-    parent.with_span(span)
+    crate::provider::context_with_span(parent, span)
 }
 
 /// How a consumed message is settled once its handler is done: the same outcomes, under the

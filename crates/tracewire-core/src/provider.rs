@@ -247,13 +247,53 @@ where
     T::Span: Send + Sync + 'static,
     I: IntoIterator<Item = KeyValue>,
 {
-    use opentelemetry::trace::{Span as _, TraceContextExt as _};
+    use opentelemetry::trace::Span as _;
     let mut span = tracer.build_with_context(builder, parent);
     let recording = span.is_recording();
     if recording {
         span.set_attributes(attributes());
     }
-    (parent.with_span(span), recording)
+    (context_with_span(parent, span), recording)
+}
+
+/// `parent` with `span` as its current span, as
+/// [`TraceContextExt::with_span`](opentelemetry::trace::TraceContextExt::with_span) gives it,
+/// except that a span which does not record (one the sampler dropped) goes in as its span
+/// context alone and is dropped at once.
+///
+/// Such a span records nothing, and its processors never see it, so the two contexts
+/// behave the same: the same span context (trace id, span id, flags, trace state, not
+/// remote), not recording, every call on it a no-op. But the SDK's dropped span is an object of
+/// several hundred bytes that holds a clone of its tracer (the provider's and scope's shared
+/// reference counts, which every thread writes), boxed into the context until the context
+/// is dropped; its span context alone is neither. tracewire's server, `#[traced]`, HTTP
+/// client and messaging spans go into their contexts through this function.
+///
+/// ```
+/// use opentelemetry::Context;
+/// use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
+/// use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+///
+/// let provider = SdkTracerProvider::builder().with_sampler(Sampler::AlwaysOff).build();
+/// let tracer = provider.tracer("demo");
+/// let span = tracer.start("dropped");
+/// let expected = opentelemetry::trace::Span::span_context(&span).clone();
+/// let cx = tracewire_core::provider::context_with_span(&Context::new(), span);
+/// assert_eq!(cx.span().span_context(), &expected);
+/// assert!(expected.is_valid() && !expected.is_sampled() && !expected.is_remote());
+/// assert!(!cx.span().is_recording());
+/// ```
+pub fn context_with_span<S>(parent: &Context, span: S) -> Context
+where
+    S: trace::Span + Send + Sync + 'static,
+{
+    use opentelemetry::trace::TraceContextExt as _;
+    if span.is_recording() {
+        return parent.with_span(span);
+    }
+    let dropped = span.span_context().clone();
+    drop(span);
+    parent.with_remote_span_context(dropped)
 }
 
 impl trace::Tracer for Tracer {
@@ -386,6 +426,175 @@ mod tests {
         assert_eq!(
             theirs_spans[0].instrumentation_scope.name(),
             crate::SCOPE_NAME
+        );
+    }
+}
+
+#[cfg(test)]
+mod dropped_span_tests {
+    use super::*;
+    use opentelemetry::trace::{
+        Link, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _,
+        TracerProvider as _,
+    };
+    use opentelemetry_sdk::trace::{
+        IdGenerator, InMemorySpanExporter, Sampler, SamplingDecision, SamplingResult, ShouldSample,
+    };
+    use std::sync::atomic::AtomicU64;
+
+    /// Ids counted up from one seed: two providers built with it give the same ids in the
+    /// same order.
+    #[derive(Debug)]
+    struct Counting(AtomicU64);
+
+    impl IdGenerator for Counting {
+        fn new_trace_id(&self) -> TraceId {
+            TraceId::from(u128::from(self.0.fetch_add(1, Ordering::Relaxed)) << 64 | 0xabc)
+        }
+        fn new_span_id(&self) -> SpanId {
+            SpanId::from(self.0.fetch_add(1, Ordering::Relaxed))
+        }
+    }
+
+    /// Drops every span and writes a trace-state entry of its own as it does.
+    #[derive(Debug, Clone)]
+    struct DropWithState;
+
+    impl ShouldSample for DropWithState {
+        fn should_sample(
+            &self,
+            parent: Option<&Context>,
+            _: TraceId,
+            _: &str,
+            _: &SpanKind,
+            _: &[KeyValue],
+            _: &[Link],
+        ) -> SamplingResult {
+            let state = parent
+                .map(|cx| cx.span().span_context().trace_state().clone())
+                .unwrap_or_default();
+            SamplingResult {
+                decision: SamplingDecision::Drop,
+                attributes: Vec::new(),
+                trace_state: state.insert("vendor", "dropped").unwrap(),
+            }
+        }
+    }
+
+    fn samplers() -> Vec<(&'static str, Box<dyn ShouldSample>)> {
+        vec![
+            ("always_off", Box::new(Sampler::AlwaysOff)),
+            ("always_on", Box::new(Sampler::AlwaysOn)),
+            (
+                "parentbased_always_on",
+                Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+            ),
+            ("ratio_0.5", Box::new(Sampler::TraceIdRatioBased(0.5))),
+            ("drop_with_state", Box::new(DropWithState)),
+        ]
+    }
+
+    fn parents() -> Vec<(&'static str, Context)> {
+        let state = TraceState::from_key_value([("a", "1")]).unwrap();
+        let remote = |flags| {
+            Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+                SpanId::from(0x00f0_67aa_0ba9_02b7),
+                flags,
+                true,
+                state.clone(),
+            ))
+        };
+        vec![
+            ("root", Context::new()),
+            ("unsampled remote parent", remote(TraceFlags::default())),
+            ("sampled remote parent", remote(TraceFlags::SAMPLED)),
+            (
+                "invalid parent",
+                Context::new().with_remote_span_context(SpanContext::empty_context()),
+            ),
+            ("suppressed", Context::new().with_telemetry_suppressed()),
+        ]
+    }
+
+    /// Every span, dropped or recorded, under every sampler and parent: the context
+    /// `start_in` gives (a dropped span as its span context alone) against the SDK's own
+    /// `with_span`, on two providers drawing the same ids.
+    #[test]
+    fn a_span_goes_into_the_context_as_the_sdk_puts_it() {
+        let mut dropped = 0;
+        let mut recorded = 0;
+        for ((name, ours_sampler), (_, theirs_sampler)) in samplers().into_iter().zip(samplers()) {
+            let provider = |sampler: Box<dyn ShouldSample>, exporter: &InMemorySpanExporter| {
+                SdkTracerProvider::builder()
+                    .with_sampler(sampler)
+                    .with_id_generator(Counting(AtomicU64::new(1)))
+                    .with_simple_exporter(exporter.clone())
+                    .build()
+            };
+            let (ours_out, theirs_out) = (
+                InMemorySpanExporter::default(),
+                InMemorySpanExporter::default(),
+            );
+            let ours = provider(ours_sampler, &ours_out).tracer("t");
+            let theirs = provider(theirs_sampler, &theirs_out).tracer("t");
+            for round in 0..8 {
+                for (parent_name, parent) in parents() {
+                    let what = format!("{name}, {parent_name}, round {round}");
+                    let builder = || {
+                        SpanBuilder::from_name("op")
+                            .with_kind(SpanKind::Server)
+                            .with_attributes([KeyValue::new("early", 1)])
+                    };
+                    let (cx, recording) =
+                        start_in(&ours, builder(), &parent, || [KeyValue::new("late", 2)]);
+                    let mut sdk_span = theirs.build_with_context(builder(), &parent);
+                    if opentelemetry::trace::Span::is_recording(&sdk_span) {
+                        opentelemetry::trace::Span::set_attribute(
+                            &mut sdk_span,
+                            KeyValue::new("late", 2),
+                        );
+                    }
+                    let sdk_cx = parent.with_span(sdk_span);
+                    assert_eq!(
+                        cx.span().span_context(),
+                        sdk_cx.span().span_context(),
+                        "{what}"
+                    );
+                    assert_eq!(recording, sdk_cx.span().is_recording(), "{what}");
+                    assert_eq!(cx.span().is_recording(), recording, "{what}");
+                    if recording {
+                        recorded += 1;
+                    } else {
+                        dropped += 1;
+                    }
+                    cx.span().set_attribute(KeyValue::new("after", 3));
+                    sdk_cx.span().set_attribute(KeyValue::new("after", 3));
+                    cx.span().end();
+                    sdk_cx.span().end();
+                }
+            }
+            let ours_spans = ours_out.get_finished_spans().unwrap();
+            let theirs_spans = theirs_out.get_finished_spans().unwrap();
+            assert_eq!(ours_spans.len(), theirs_spans.len(), "{name}");
+            for (a, b) in ours_spans.iter().zip(&theirs_spans) {
+                assert_eq!(a.span_context, b.span_context, "{name}");
+                assert_eq!(a.parent_span_id, b.parent_span_id, "{name}");
+                assert_eq!(a.attributes, b.attributes, "{name}");
+                assert_eq!(
+                    a.attributes
+                        .iter()
+                        .map(|kv| kv.key.as_str())
+                        .collect::<Vec<_>>(),
+                    ["early", "late", "after"],
+                    "{name}"
+                );
+            }
+        }
+        // Both kinds were compared, the ratio sampler's among them.
+        assert!(
+            dropped > 40 && recorded > 40,
+            "{dropped} dropped, {recorded} recorded"
         );
     }
 }

@@ -244,7 +244,7 @@ impl Attempt {
             .with_kind(SpanKind::Client)
             .with_attributes(span_attributes);
         let span = instruments.tracer.build_with_context(builder, parent);
-        let cx = parent.with_span(span);
+        let cx = tracewire_core::provider::context_with_span(parent, span);
         let op = Operation::new(cx.clone(), Timed::new(duration.clone(), metric_attributes));
         Attempt {
             cx,
