@@ -76,6 +76,21 @@ impl RequestId {
         }
     }
 
+    /// The id's bytes: its text as [`as_str`](Self::as_str) gives it, without checking that
+    /// a generated id is UTF-8 (it is hex digits only). For writing it into a header value.
+    ///
+    /// ```
+    /// let id = tracewire_core::RequestId::generate();
+    /// assert_eq!(id.as_bytes(), id.as_str().as_bytes());
+    /// assert_eq!(tracewire_core::RequestId::new("req-1").as_bytes(), b"req-1");
+    /// ```
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Generated(hex) => hex,
+            Repr::Shared(id) => id.as_bytes(),
+        }
+    }
+
     /// The request id in the current OpenTelemetry context, if any.
     pub fn current() -> Option<RequestId> {
         Context::map_current(|cx| cx.get::<RequestId>().cloned())

@@ -268,7 +268,7 @@ impl Exchange {
                 &mut TraceparentOnly(crate::propagation::HeaderInjector(headers)),
             );
         }
-        if let Ok(value) = HeaderValue::from_str(self.request_id.as_str()) {
+        if let Ok(value) = HeaderValue::from_bytes(self.request_id.as_bytes()) {
             headers.insert(request_id_header, value);
         }
     }
