@@ -66,6 +66,15 @@ fn sub_value<'a>(ot: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The `th` sub-key with its value, `th:…`: written on every sampled root, so without the
+/// formatting machinery.
+fn th_entry(th: &str) -> String {
+    let mut entry = String::with_capacity(3 + th.len());
+    entry.push_str("th:");
+    entry.push_str(th);
+    entry
+}
+
 /// `trace_state` with the `th` sub-key of its `ot` entry set to `th` (or removed when
 /// `None`); other `ot` sub-keys (such as `rv`) and other vendors' entries are kept. A state
 /// that cannot be rewritten is returned unchanged.
@@ -75,7 +84,7 @@ pub(crate) fn with_threshold(trace_state: &TraceState, th: Option<&str>) -> Trac
         return match th {
             None => trace_state.clone(),
             Some(th) => trace_state
-                .insert("ot", format!("th:{th}"))
+                .insert("ot", th_entry(th))
                 .unwrap_or_else(|_| trace_state.clone()),
         };
     };
@@ -85,7 +94,7 @@ pub(crate) fn with_threshold(trace_state: &TraceState, th: Option<&str>) -> Trac
         .map(str::to_owned)
         .collect();
     if let Some(th) = th {
-        parts.insert(0, format!("th:{th}"));
+        parts.insert(0, th_entry(th));
     }
     let result = if parts.is_empty() {
         trace_state.delete("ot")
