@@ -253,7 +253,7 @@ where
     if recording {
         span.set_attributes(attributes());
     }
-    (context_with_span(parent, span), recording)
+    (into_context(parent, span, recording), recording)
 }
 
 /// `parent` with `span` as its current span, as
@@ -287,8 +287,17 @@ pub fn context_with_span<S>(parent: &Context, span: S) -> Context
 where
     S: trace::Span + Send + Sync + 'static,
 {
+    let recording = span.is_recording();
+    into_context(parent, span, recording)
+}
+
+/// [`context_with_span`] for a span whose `recording` is already known.
+fn into_context<S>(parent: &Context, span: S, recording: bool) -> Context
+where
+    S: trace::Span + Send + Sync + 'static,
+{
     use opentelemetry::trace::TraceContextExt as _;
-    if span.is_recording() {
+    if recording {
         return parent.with_span(span);
     }
     let dropped = span.span_context().clone();

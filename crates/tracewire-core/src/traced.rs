@@ -32,7 +32,6 @@
 //! call of each function: install the providers (`tracewire::init()`) before calling
 //! instrumented code.
 
-use crate::metrics::StripedCount;
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
@@ -48,6 +47,7 @@ use opentelemetry::trace::{SpanKind, Tracer};
 use opentelemetry::{Context, ContextGuard, KeyValue, Value};
 
 use crate::attributes::{CODE_FUNCTION_NAME, CODE_NAMESPACE};
+use crate::metrics::StripedCount;
 use crate::operation::{EndKind, Ended, Failure, Measure, Operation};
 
 /// Tells `#[traced]` that the tracer provider's sampler is parent-based (`parentbased_*`, the
