@@ -267,7 +267,7 @@ where
 /// several hundred bytes that holds a clone of its tracer (the provider's and scope's shared
 /// reference counts, which every thread writes), boxed into the context until the context
 /// is dropped; its span context alone is neither. tracewire's server, `#[traced]`, HTTP
-/// client and messaging spans go into their contexts through this function.
+/// client, messaging and `tracing`-bridge spans go into their contexts through this function.
 ///
 /// ```
 /// use opentelemetry::Context;
